@@ -1,0 +1,49 @@
+# dprelease: the front door. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= conf/jobs/movielens.yaml
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+
+.DEFAULT_GOAL := help
+.PHONY: help venv check-java run test test-fast lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@bash scripts/check-java.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,demo]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv with the package, test and demo dependencies
+
+check-java: ## Check that Java 17+ is installed (Spark needs it)
+	@bash scripts/check-java.sh
+
+run: $(STAMP) ## Run the main job: a DP release of the bundled MovieLens ratings on local Spark
+	$(PY) -m jobs.demo_data data/movielens/ratings.parquet
+	$(VENV)/bin/dprelease run $(CONFIG)
+
+test: $(STAMP) ## Run the whole test suite (unit, Spark, statistical)
+	$(PY) -m pytest
+
+test-fast: $(STAMP) ## Run the tests that need no Spark session
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP) ## ruff, mypy (strict) and the import-direction contract
+	$(VENV)/bin/ruff check dp_ops pipelines jobs tests benchmarks
+	$(VENV)/bin/ruff format --check dp_ops pipelines jobs tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP) ## Benchmarks: sampler throughput vs OpenDP (ratios from one run)
+	$(PY) -m benchmarks.samplers
+
+clean: ## Remove the venv, build outputs and local releases
+	rm -rf $(VENV) build dist *.egg-info data/movielens releases

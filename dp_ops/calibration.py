@@ -1,0 +1,286 @@
+"""Sensitivities from contribution bounds, and noise calibrated to a privacy budget.
+
+Every sensitivity is derived here from the bounds (DP_REFERENCE §1), never typed by
+a user. Noise parameters are rounded only in the safe direction (larger noise), so
+the guarantee actually delivered is never weaker than the one requested.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+
+from dp_ops.noise import DiscreteGaussian, DiscreteLaplace
+
+__all__ = [
+    "NOISE_PARAMETER_DENOMINATOR",
+    "ContributionBounds",
+    "Sensitivity",
+    "count_sensitivity",
+    "delta_for_rho",
+    "epsilon_for_rho",
+    "gaussian_for_epsilon_delta",
+    "gaussian_for_rho",
+    "laplace_for_epsilon",
+    "privacy_id_count_sensitivity",
+    "rho_for_epsilon_delta",
+    "sensitivity_for_partition_bound",
+    "split_by_weights",
+    "sum_sensitivity",
+]
+
+# Noise parameters are rationals with this (power-of-two) denominator, rounded up.
+NOISE_PARAMETER_DENOMINATOR = 2**20
+
+_BISECTION_STEPS = 200
+
+
+def _check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_positive_finite(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+
+
+def _check_delta(delta: float) -> None:
+    if not (isinstance(delta, int | float) and math.isfinite(delta) and 0 < delta < 1):
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+
+
+def _round_up(value: Fraction) -> Fraction:
+    """Smallest multiple of 1/NOISE_PARAMETER_DENOMINATOR that is >= value."""
+    numerator = math.ceil(value * NOISE_PARAMETER_DENOMINATOR)
+    return Fraction(numerator, NOISE_PARAMETER_DENOMINATOR)
+
+
+@dataclass(frozen=True)
+class ContributionBounds:
+    """Public contribution bounds applied before aggregation.
+
+    After bounding, each privacy unit touches at most `max_partitions_per_unit` (L0)
+    partitions and contributes at most `max_rows_per_unit_per_partition` (Linf) rows
+    to each of them.
+    """
+
+    max_partitions_per_unit: int
+    max_rows_per_unit_per_partition: int
+
+    def __post_init__(self) -> None:
+        _check_positive_int("max_partitions_per_unit", self.max_partitions_per_unit)
+        _check_positive_int("max_rows_per_unit_per_partition", self.max_rows_per_unit_per_partition)
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """How much one privacy unit can move an integer, per-partition aggregate vector.
+
+    One unit changes at most `max_partitions_per_unit` (L0) partitions, each by at most
+    `per_partition` grid units (parallel composition through the L0 factor).
+    """
+
+    max_partitions_per_unit: int
+    per_partition: int
+
+    def __post_init__(self) -> None:
+        _check_positive_int("max_partitions_per_unit", self.max_partitions_per_unit)
+        _check_positive_int("per_partition", self.per_partition)
+
+    @property
+    def l1(self) -> int:
+        """L1 sensitivity: L0 · per_partition."""
+        return self.max_partitions_per_unit * self.per_partition
+
+    @property
+    def l2(self) -> float:
+        """L2 sensitivity: sqrt(L0) · per_partition (use l2_squared for exact work)."""
+        return math.sqrt(self.l2_squared)
+
+    @property
+    def l2_squared(self) -> int:
+        """Squared L2 sensitivity, exact: L0 · per_partition²."""
+        return self.max_partitions_per_unit * self.per_partition**2
+
+
+def sensitivity_for_partition_bound(bounds: ContributionBounds, per_partition: int) -> Sensitivity:
+    """Aggregate that one unit moves by <= per_partition in each of its <= L0 partitions."""
+    return Sensitivity(bounds.max_partitions_per_unit, per_partition)
+
+
+def count_sensitivity(bounds: ContributionBounds) -> Sensitivity:
+    """COUNT of rows: one unit adds <= Linf rows to each of <= L0 partitions."""
+    return sensitivity_for_partition_bound(bounds, bounds.max_rows_per_unit_per_partition)
+
+
+def privacy_id_count_sensitivity(bounds: ContributionBounds) -> Sensitivity:
+    """PRIVACY_ID_COUNT: one unit adds 1 to each of <= L0 partitions."""
+    return sensitivity_for_partition_bound(bounds, 1)
+
+
+def sum_sensitivity(bounds: ContributionBounds, max_abs_units: int) -> Sensitivity:
+    """SUM of grid values with |value| <= max_abs_units (M): Linf·M in each of L0 partitions."""
+    _check_positive_int("max_abs_units", max_abs_units)
+    return sensitivity_for_partition_bound(
+        bounds, bounds.max_rows_per_unit_per_partition * max_abs_units
+    )
+
+
+def laplace_for_epsilon(sensitivity: Sensitivity, epsilon: float) -> DiscreteLaplace:
+    """Discrete Laplace that is epsilon-DP for this sensitivity.
+
+    scale = l1/epsilon (with the exact rational value of the float epsilon), rounded UP
+    to a multiple of 2**-20, so l1/scale <= epsilon always.
+    """
+    _check_positive_finite("epsilon", epsilon)
+    return DiscreteLaplace(_round_up(Fraction(sensitivity.l1) / Fraction(epsilon)))
+
+
+def gaussian_for_rho(sensitivity: Sensitivity, rho: float) -> DiscreteGaussian:
+    """Discrete Gaussian that is rho-zCDP for this sensitivity (CKS 2020, Thm. 4).
+
+    sigma² = l2_squared/(2·rho), exact rational, rounded UP to a multiple of 2**-20,
+    so l2_squared/(2·sigma²) <= rho always.
+    """
+    _check_positive_finite("rho", rho)
+    return DiscreteGaussian(_round_up(Fraction(sensitivity.l2_squared) / (2 * Fraction(rho))))
+
+
+def _log_delta_at(rho: float, epsilon: float, u: float) -> float:
+    """log of exp((α−1)(αρ−ε))/(α−1)·(1−1/α)^α at α = 1 + e^u."""
+    a_minus_1 = math.exp(u)
+    alpha = 1.0 + a_minus_1
+    log_one_minus_inv_alpha = u - math.log1p(a_minus_1)  # log((α−1)/α)
+    return a_minus_1 * (alpha * rho - epsilon) - u + alpha * log_one_minus_inv_alpha
+
+
+def _log_delta_slope(rho: float, epsilon: float, u: float) -> float:
+    """d/dα of the log above: 2ρα − ρ − ε + log((α−1)/α); increasing in α."""
+    a_minus_1 = math.exp(u)
+    return 2.0 * rho * (1.0 + a_minus_1) - rho - epsilon + (u - math.log1p(a_minus_1))
+
+
+def delta_for_rho(rho: float, epsilon: float) -> float:
+    """Smallest delta for which rho-zCDP implies (epsilon, delta)-DP, by the tight conversion.
+
+    δ = inf_{α>1} exp((α−1)(αρ−ε))/(α−1) · (1−1/α)^α (Canonne–Kamath–Steinke 2020,
+    Prop. 12 / Cor. 13), capped at 1. The log of the objective is convex in α (a convex
+    quadratic plus (α−1)log(α−1) − α·log α), so its unique minimiser is found by
+    bisection on the increasing derivative, in u = log(α−1). Every α gives a valid
+    bound, so an inexact minimiser can only overstate delta (the safe direction).
+    """
+    if not (math.isfinite(rho) and rho >= 0):
+        raise ValueError(f"rho must be finite and >= 0, got {rho!r}")
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"epsilon must be finite and >= 0, got {epsilon!r}")
+    if rho == 0:
+        return 0.0
+    # At α_hi the slope is >= 2ρα − ρ − ε − log 2 >= 1 − log 2 > 0; as α → 1 it is −∞.
+    alpha_hi = max(2.0, (rho + epsilon + 1.0) / (2.0 * rho))
+    hi = math.log(alpha_hi - 1.0)
+    lo = -745.0  # α−1 = e^{-745}: slope ≈ −745 + (2α−1)ρ − ε < 0 unless ρ is huge
+    if _log_delta_slope(rho, epsilon, lo) >= 0:
+        return 1.0
+    for _ in range(_BISECTION_STEPS):
+        mid = (lo + hi) / 2.0
+        if mid in (lo, hi):
+            break
+        if _log_delta_slope(rho, epsilon, mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    log_delta = min(_log_delta_at(rho, epsilon, lo), _log_delta_at(rho, epsilon, hi))
+    return 1.0 if log_delta >= 0 else math.exp(log_delta)
+
+
+def epsilon_for_rho(rho: float, delta: float) -> float:
+    """Smallest epsilon (to ~1e-12 relative, rounded up) with delta_for_rho(rho, epsilon) <= delta.
+
+    The returned epsilon always satisfies delta_for_rho(rho, epsilon) <= delta.
+    """
+    if not (math.isfinite(rho) and rho >= 0):
+        raise ValueError(f"rho must be finite and >= 0, got {rho!r}")
+    _check_delta(delta)
+    if delta_for_rho(rho, 0.0) <= delta:
+        return 0.0
+    lo, hi = 0.0, max(1e-12, rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)))
+    while delta_for_rho(rho, hi) > delta:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(_BISECTION_STEPS):
+        if hi - lo <= 1e-13 * hi:
+            break
+        mid = (lo + hi) / 2.0
+        if delta_for_rho(rho, mid) <= delta:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def rho_for_epsilon_delta(epsilon: float, delta: float) -> float:
+    """Largest rho (to ~1e-12 relative, rounded down) with delta_for_rho(rho, epsilon) <= delta.
+
+    The returned rho always satisfies delta_for_rho(rho, epsilon) <= delta.
+    """
+    _check_positive_finite("epsilon", epsilon)
+    _check_delta(delta)
+    lo, hi = 0.0, epsilon
+    while delta_for_rho(hi, epsilon) <= delta:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(_BISECTION_STEPS):
+        if hi - lo <= 1e-13 * hi:
+            break
+        mid = (lo + hi) / 2.0
+        if delta_for_rho(mid, epsilon) <= delta:
+            lo = mid
+        else:
+            hi = mid
+    if lo == 0.0:
+        raise ValueError(f"no rho > 0 reaches (epsilon={epsilon!r}, delta={delta!r})")
+    return lo
+
+
+def gaussian_for_epsilon_delta(
+    sensitivity: Sensitivity, epsilon: float, delta: float
+) -> DiscreteGaussian:
+    """Discrete Gaussian that is (epsilon, delta)-DP for this sensitivity.
+
+    Calibrated through zCDP: rho = rho_for_epsilon_delta(epsilon, delta), then
+    gaussian_for_rho (sigma² rounded up). Never the classic Δ·sqrt(2 ln(1.25/δ))/ε.
+    """
+    return gaussian_for_rho(sensitivity, rho_for_epsilon_delta(epsilon, delta))
+
+
+def split_by_weights(total: float, weights: Mapping[str, float]) -> dict[str, float]:
+    """Split a budget by weights; the shares are >= 0 and their float sum never exceeds total.
+
+    Weights must be finite, > 0 and sum to 1 within 1e-9. Shares are total·w/Σw, then
+    nudged down by a few ulps if rounding would make their sum (in any order: checked
+    left to right and with fsum) exceed total.
+    """
+    if not (isinstance(total, int | float) and math.isfinite(total) and total >= 0):
+        raise ValueError(f"total must be finite and >= 0, got {total!r}")
+    if not weights:
+        raise ValueError("weights must not be empty")
+    for key, weight in weights.items():
+        if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
+            raise ValueError(f"weight {key!r} must be finite and > 0, got {weight!r}")
+    weight_sum = math.fsum(weights.values())
+    if abs(weight_sum - 1.0) > 1e-9:
+        raise ValueError(
+            f"weights must sum to 1 (within 1e-9), got {weight_sum!r} for keys {sorted(weights)}"
+        )
+    shares = {key: total * (weight / weight_sum) for key, weight in weights.items()}
+
+    def exceeds(values: list[float]) -> bool:
+        running = 0.0
+        for value in values:
+            running += value
+        return running > total or math.fsum(values) > total
+
+    while exceeds(list(shares.values())):
+        shares = {key: math.nextafter(value, 0.0) for key, value in shares.items()}
+    return shares

@@ -1,0 +1,160 @@
+"""The `dprelease` command line: run, plan, show, verify, schema.
+
+Contract for orchestrators: logs go to stderr; `run` prints one JSON summary line on
+stdout; the exit code says what happened (see ``ExitCode``). No option reaches a test
+hook: noise is always exact CSPRNG noise, and there is no seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from enum import IntEnum
+from pathlib import Path
+
+from pipelines.aggregation import ArithmeticBoundError
+from pipelines.config import ConfigError, config_json_schema, load_config
+from pipelines.plan import build_plan, describe_plan
+from pipelines.release import PublishError, published_versions, read_manifest, verify_release
+from pipelines.source import InputContractError
+
+log = logging.getLogger("dprelease")
+
+
+class ExitCode(IntEnum):
+    """Documented, distinct exit codes."""
+
+    OK = 0
+    INTERNAL_ERROR = 1
+    CONFIG_ERROR = 2
+    BUDGET_REFUSED = 3
+    INPUT_CONTRACT_FAILED = 4
+    ALREADY_PUBLISHED = 5
+    VERIFY_FAILED = 6
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dprelease",
+        description="Publish differentially private statistics from a private table, on Spark.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a release job and publish a new version")
+    run.add_argument("config", help="job config (YAML)")
+    run.add_argument(
+        "--supersede",
+        action="store_true",
+        help="publish a new version even if this data period is already published",
+    )
+    plan = sub.add_parser("plan", help="print the privacy plan of a job; reads no data")
+    plan.add_argument("config", help="job config (YAML)")
+    show = sub.add_parser("show", help="print a published version (or the latest of a release)")
+    show.add_argument("release_dir", help="a version directory, or a release directory")
+    verify = sub.add_parser("verify", help="check a published version's files against its manifest")
+    verify.add_argument("release_dir", help="a version directory, or a release directory (all versions)")
+    sub.add_parser("schema", help="print the JSON Schema of job configs")
+    return parser
+
+
+def _versions(path: Path) -> list[Path]:
+    """A version directory as given, or every published version of a release directory."""
+    if (path / "manifest.json").is_file():
+        return [path]
+    versions = [v.path for v in published_versions(path)]
+    if not versions:
+        raise ConfigError(f"{path}: no published version here")
+    return versions
+
+
+def _command_run(args: argparse.Namespace) -> ExitCode:
+    config = load_config(args.config)
+    from jobs.session import create_session
+    from pipelines.job import run_release
+
+    spark = create_session(f"dprelease:{config.release.name}")
+    try:
+        result = run_release(spark, config, supersede=args.supersede)
+    finally:
+        spark.stop()
+    summary = {
+        "status": result.status,
+        "release": result.release,
+        "version": result.version,
+        "path": result.path,
+        "rows": result.row_count,
+        "epsilon": result.epsilon,
+        "delta": result.delta,
+    }
+    print(json.dumps(summary), flush=True)
+    return ExitCode.OK if result.status == "published" else ExitCode.ALREADY_PUBLISHED
+
+
+def _command_plan(args: argparse.Namespace) -> ExitCode:
+    plan = build_plan(load_config(args.config))
+    print(json.dumps(describe_plan(plan), indent=2))
+    return ExitCode.OK
+
+
+def _command_show(args: argparse.Namespace) -> ExitCode:
+    version = _versions(Path(args.release_dir))[-1]
+    print((version / "README.md").read_text(encoding="utf-8"))
+    manifest = read_manifest(version)
+    print(json.dumps({"version": manifest["release"]["version"], "path": str(version)}))
+    return ExitCode.OK
+
+
+def _command_verify(args: argparse.Namespace) -> ExitCode:
+    failed = False
+    for version in _versions(Path(args.release_dir)):
+        problems = verify_release(version)
+        for problem in problems:
+            print(f"{version.name}: {problem}", file=sys.stderr)
+        print(json.dumps({"version": str(version), "ok": not problems}))
+        failed = failed or bool(problems)
+    return ExitCode.VERIFY_FAILED if failed else ExitCode.OK
+
+
+def _command_schema(_: argparse.Namespace) -> ExitCode:
+    print(json.dumps(config_json_schema(), indent=2))
+    return ExitCode.OK
+
+
+COMMANDS = {
+    "run": _command_run,
+    "plan": _command_plan,
+    "show": _command_show,
+    "verify": _command_verify,
+    "schema": _command_schema,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `dprelease` console script and the spark-submit main."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(COMMANDS[args.command](args))
+    except (ConfigError, ArithmeticBoundError) as error:
+        log.error("%s", error)
+        return int(ExitCode.CONFIG_ERROR)
+    except InputContractError as error:
+        log.error("%s", error)
+        return int(ExitCode.INPUT_CONTRACT_FAILED)
+    except PublishError as error:
+        log.error("publishing failed, nothing was published: %s", error)
+        return int(ExitCode.INTERNAL_ERROR)
+    except Exception as error:  # noqa: BLE001 - last resort: type only, never data
+        log.error("internal error (%s); nothing was published", type(error).__name__)
+        log.debug("internal error detail", exc_info=True)
+        return int(ExitCode.INTERNAL_ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

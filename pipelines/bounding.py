@@ -1,0 +1,122 @@
+"""Contribution bounding on Spark: clean, clamp and encode, then sample per unit.
+
+Invariant after ``bound_contributions``: each privacy unit has rows in at most L0
+partitions and at most Linf rows in each; every measured value is an integer number of
+grid units inside its encoding's [lo_units, hi_units]. The rows a unit keeps depend only
+on that unit's own rows and a per-run secret salt, never on other units' data.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipelines.plan import Encoding, ReleasePlan
+
+UNIT = "__unit"
+PARTITION_RANK = "__partition_rank"
+ROW_RANK = "__row_rank"
+
+
+def encoded_column(metric_name: str) -> str:
+    """Name of a metric's integer-encoded value column."""
+    return f"__units__{metric_name}"
+
+
+@dataclass(frozen=True)
+class BoundingSalt:
+    """A per-run secret from the OS CSPRNG that keys the sampling hashes.
+
+    Never logged, never written: it only makes the sample unpredictable and fixed for the run
+    (so a Spark recompute picks the same rows).
+    """
+
+    value: str
+
+    @staticmethod
+    def fresh() -> BoundingSalt:
+        """A new 128-bit salt from the OS CSPRNG."""
+        return BoundingSalt(secrets.token_hex(16))
+
+    def __repr__(self) -> str:
+        return "BoundingSalt(<secret>)"
+
+
+def invalid_row_condition(plan: ReleasePlan) -> Column:
+    """True for rows the invalid-values policy covers: null unit or key, null/NaN/Inf value."""
+    config = plan.config
+    condition = F.col(config.privacy_unit.column).isNull()
+    for name in config.partition_columns:
+        condition = condition | F.col(name).isNull()
+    for column in config.measured_columns:
+        value = F.col(column).cast(T.DoubleType())
+        condition = (
+            condition
+            | value.isNull()
+            | F.isnan(value)
+            | (value == F.lit(float("inf")))
+            | (value == F.lit(float("-inf")))
+        )
+    return condition
+
+
+def encode_value(column: str, encoding: Encoding) -> Column:
+    """Clamp to [lower, upper], then round half-to-even to whole grid units (long)."""
+    value = F.col(column).cast(T.DoubleType())
+    clamped = F.least(F.greatest(value, F.lit(encoding.lower)), F.lit(encoding.upper))
+    return F.bround(clamped / F.lit(encoding.grid.step), 0).cast(T.LongType())
+
+
+def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
+    """Keep only what the release needs: unit, partition keys, one encoded column per metric.
+
+    Expects rows with no invalid values (see ``invalid_row_condition``).
+    """
+    config = plan.config
+    # One row per input row: unit, keys, integer-encoded measured values.
+    return rows.select(
+        F.col(config.privacy_unit.column).alias(UNIT),
+        *[F.col(name) for name in config.partition_columns],
+        *[
+            encode_value(encoding.column, encoding).alias(encoded_column(name))
+            for name, encoding in plan.encodings.items()
+        ],
+    )
+
+
+def bound_contributions(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> DataFrame:
+    """Keep at most L0 partitions per unit and at most Linf rows per (unit, partition).
+
+    Both samples are uniform: partitions are ranked by a keyed hash of (salt, unit, key),
+    rows by a keyed hash of (salt, unit, key, row content), with the row content as the
+    tie-breaker, so the sample is a pure function of the unit's rows and the salt.
+    One shuffle (by unit) serves both windows.
+    """
+    keys = [F.col(name) for name in plan.config.partition_columns]
+    values = [F.col(encoded_column(name)) for name in plan.encodings]
+    salted = F.lit(salt.value)
+    l0 = plan.bounds.max_partitions_per_unit
+    linf = plan.bounds.max_rows_per_unit_per_partition
+
+    partition_hash = F.xxhash64(salted, F.lit("partition"), F.col(UNIT), *keys)
+    by_unit = Window.partitionBy(UNIT).orderBy(partition_hash, *keys)
+    # One row per input row, tagged with its partition's rank among the unit's partitions.
+    ranked = encoded.withColumn(PARTITION_RANK, F.dense_rank().over(by_unit))
+    # Rows of the unit's first L0 partitions only.
+    within_l0 = ranked.filter(F.col(PARTITION_RANK) <= l0).drop(PARTITION_RANK)
+
+    row_hash = F.xxhash64(salted, F.lit("row"), F.col(UNIT), *keys, *values)
+    by_unit_partition = Window.partitionBy(UNIT, *plan.config.partition_columns).orderBy(
+        row_hash, *values
+    )
+    # At most Linf rows per (unit, partition).
+    return (
+        within_l0.withColumn(ROW_RANK, F.row_number().over(by_unit_partition))
+        .filter(F.col(ROW_RANK) <= linf)
+        .drop(ROW_RANK)
+    )
+
