@@ -107,25 +107,31 @@ class OsRandomBits:
         self._refuse()
 
 
-def _random_fields(bits: RandomBits, width: int, count: int) -> npt.NDArray[np.unsignedinteger[Any]]:
+def _random_fields(
+    bits: RandomBits, width: int, count: int
+) -> npt.NDArray[np.unsignedinteger[Any]]:
     """``count`` independent uniform ``width``-bit integers (1 <= width <= 64).
 
     Uniform words are reinterpreted as arrays of 1-, 8-, 16-, 32- or 64-bit containers
     (disjoint bit fields of uniform words are independent and uniform) and masked to
     ``width`` bits. The dtype is the smallest container that holds ``width`` bits.
     """
+    if not 1 <= width <= 64:
+        raise ValueError(f"width must be in [1, 64], got {width}")
     if width == 1:
-        words = bits.uint64(-(-count // 64))
-        return np.unpackbits(words.view(np.uint8))[:count]
-    for container in (np.uint8, np.uint16, np.uint32, np.uint64):
-        bits_per = np.dtype(container).itemsize * 8
-        if width <= bits_per:
-            per_word = 64 // bits_per
-            fields = bits.uint64(-(-count // per_word)).view(container)[:count]
-            if width < bits_per:
-                fields &= container((1 << width) - 1)
-            return fields
-    raise ValueError(f"width must be in [1, 64], got {width}")
+        bytes_ = bits.uint64(-(-count // 64)).view(np.uint8)
+        return np.unpackbits(bytes_)[:count]
+    if width <= 8:
+        fields8 = bits.uint64(-(-count // 8)).view(np.uint8)[:count]
+        return np.bitwise_and(fields8, np.uint8((1 << width) - 1), out=fields8)
+    if width <= 16:
+        fields16 = bits.uint64(-(-count // 4)).view(np.uint16)[:count]
+        return np.bitwise_and(fields16, np.uint16((1 << width) - 1), out=fields16)
+    if width <= 32:
+        fields32 = bits.uint64(-(-count // 2)).view(np.uint32)[:count]
+        return np.bitwise_and(fields32, np.uint32((1 << width) - 1), out=fields32)
+    fields64 = bits.uint64(count)
+    return np.bitwise_and(fields64, np.uint64((1 << width) - 1), out=fields64)
 
 
 def _check_size(size: int) -> int:

@@ -114,22 +114,24 @@ def _bernoulli_exp_neg_exact(bits: RandomBits, gamma: Fraction) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-# Outward widening of a correctly rounded float x = fl(v): |x - v| <= 2^-53·|x| for normal
-# x and <= 2^-1075 for subnormal x. x·(1 ± 2^-50) moves x by >= 2^-50·|x|·(1 - 2^-53)
-# > 2^-53·|x| after its own rounding, and ∓2^-1074 covers subnormals, so
-# _down(fl(v)) <= v <= _up(fl(v)). (Cheaper than np.nextafter, slightly wider.)
+# Outward widening of a correctly rounded float x = fl(v), v >= 0 (every use: the bounded
+# quantities are probabilities or exponents): |x - v| <= 2^-53·x for normal x and
+# <= 2^-1075 for subnormal x. x·(1 ± 2^-50) moves x by >= 2^-50·x·(1 - 2^-53) > 2^-53·x
+# after its own rounding, and ∓2^-1074 covers subnormals, so _down(fl(v)) <= v <=
+# _up(fl(v)). Lower bounds are then clamped at 0, so every input x is >= 0. (Cheaper than
+# np.nextafter, slightly wider.)
 _WIDEN = 2.0**-50
 _TINY = 2.0**-1074
 
 
 def _down(x: FloatArray) -> FloatArray:
-    """A float <= v, given the correctly rounded x = fl(v) (x finite, or +inf)."""
-    widened: FloatArray = x * (1.0 - _WIDEN) - _TINY
+    """A float in [0, v], given the correctly rounded x = fl(v) of some v >= 0."""
+    widened: FloatArray = np.maximum(x * (1.0 - _WIDEN) - _TINY, 0.0)
     return widened
 
 
 def _up(x: FloatArray) -> FloatArray:
-    """A float >= v, given the correctly rounded x = fl(v) >= 0."""
+    """A float >= v, given the correctly rounded x = fl(v) of some v >= 0."""
     widened: FloatArray = x * (1.0 + _WIDEN) + _TINY
     return widened
 
@@ -217,7 +219,8 @@ def _integer_ratio(
             return below
         # den·k too large for one draw: Bernoulli(num/den) AND Bernoulli(1/k), independent.
         first: BoolArray = uniform_below(bits, denominator, count) < num
-        return first & (uniform_below(bits, k, count) == 0)
+        both: BoolArray = first & (uniform_below(bits, k, count) == 0)
+        return both
 
     return draw
 
@@ -228,7 +231,7 @@ def _enclosed_ratio(
     upper: FloatArray,
     exact: Callable[[int], Fraction],
 ) -> _RatioDraw:
-    """Bernoulli(γ_i / k) from proven float bounds lower_i <= γ_i <= upper_i (exact γ_i on demand)."""
+    """Bernoulli(γ_i / k) from proven bounds lower_i <= γ_i <= upper_i (exact γ_i on demand)."""
 
     def draw(idx: IndexArray | None, k: int) -> BoolArray:
         low = lower if idx is None else lower[idx]
@@ -322,7 +325,7 @@ def _as_fraction(value: object, name: str) -> Fraction:
         raise TypeError(
             f"{name} must be a Fraction or an int (exact rational), got {type(value).__name__}"
         )
-    return Fraction(value.numerator, value.denominator)
+    return Fraction(value)
 
 
 def _check_size(size: object) -> int:
@@ -534,7 +537,7 @@ def _gaussian_accept(
     todo = np.flatnonzero(accept & certified)
     if todo.size:
         q = whole_low[todo].astype(np.float64)
-        f_low = np.maximum(_down(lower[todo] - q), 0.0)
+        f_low = _down(lower[todo] - q)
         f_high = np.minimum(_up(upper[todo] - q), 1.0)
         whole = whole_low[todo]
 

@@ -1,0 +1,99 @@
+"""The `dprelease` CLI: exit codes, the JSON summary line, plan without data, no test hooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.cli import ExitCode, _parser, main
+from tests.spark.conftest import job_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(tmp_path: Path, input_path: Path, **overrides: object) -> Path:
+    config = job_config(tmp_path, input_path, **overrides)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+    return path
+
+
+def test_plan_reads_no_data_and_prints_the_budget_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, tmp_path / "does-not-exist.parquet")
+    assert main(["plan", str(config)]) == ExitCode.OK
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["totals"]["epsilon"] <= 1.0
+    assert set(plan["selection"]["keep_probability_by_units"]) == {"1", "2", "5", "10", "20", "50", "100"}
+    assert {m["name"] for m in plan["mechanisms"]} == {
+        "privacy_id_count",
+        "count",
+        "sum_value",
+        "mean_value.normalized_sum",
+    }
+    for mechanism in plan["mechanisms"]:
+        assert mechanism["std"] > 0 and mechanism["ci_half_width"] > 0
+
+
+def test_config_errors_exit_2_and_name_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, tmp_path / "x.parquet")
+    raw = yaml.safe_load(config.read_text())
+    raw["budget"]["epsilon"] = -1
+    raw["contribution_bounds"]["max_partitions_per_unit_typo"] = 3
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(config)]) == ExitCode.CONFIG_ERROR
+    err = capsys.readouterr().err
+    assert "budget.epsilon" in err
+    assert "contribution_bounds.max_partitions_per_unit_typo: unknown field" in err
+
+
+def test_schema_command_prints_the_config_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == ExitCode.OK
+    schema = json.loads(capsys.readouterr().out)
+    assert "contribution_bounds" in schema["properties"]
+
+
+def test_no_cli_option_reaches_a_test_hook() -> None:
+    parser = _parser()
+    options = {
+        option
+        for action in parser._subparsers._group_actions  # type: ignore[union-attr]
+        for sub in action.choices.values()
+        for item in sub._actions
+        for option in item.option_strings
+    }
+    assert options <= {"-h", "--help", "--supersede"}
+
+
+def test_run_prints_one_json_line_and_verify_accepts_the_release(
+    tmp_path: Path, events_path: Path
+) -> None:
+    """A real `dprelease run` in its own process (its own Spark), then verify and show."""
+    config = write_config(tmp_path, events_path)
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    command = [sys.executable, "-m", "jobs.cli"]
+    run = subprocess.run(
+        [*command, "run", str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == ExitCode.OK, run.stderr[-2000:]
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert summary["status"] == "published" and summary["version"] == "v0001"
+    again = subprocess.run(
+        [*command, "run", str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == ExitCode.ALREADY_PUBLISHED
+    assert json.loads(again.stdout)["status"] == "already_published"
+    release = Path(summary["path"]).parent
+    assert main(["verify", str(release)]) == ExitCode.OK
+    assert main(["show", str(release)]) == ExitCode.OK
