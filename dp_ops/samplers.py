@@ -75,9 +75,12 @@ _RatioDraw = Callable[[IndexArray | None, int], BoolArray]
 
 
 def _uniform_below_int(bits: RandomBits, bound: int) -> int:
-    """Exactly uniform integer in [0, bound) for any Python int bound >= 1."""
-    if bound <= MAX_UNIFORM_BOUND:
-        return int(uniform_below(bits, bound, 1)[0])
+    """Exactly uniform integer in [0, bound) for any Python int bound >= 1.
+
+    Masks ceil(log2 bound) raw bits and rejects values >= bound (no modulo reduction).
+    """
+    if bound == 1:
+        return 0
     width = (bound - 1).bit_length()
     words = -(-width // 64)
     mask = (1 << width) - 1

@@ -32,7 +32,7 @@ def write_movielens(out: Path) -> int:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out)
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def main() -> None:

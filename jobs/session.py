@@ -28,7 +28,9 @@ def local_settings() -> dict[str, str]:
     return read_spark_conf(LOCAL_CONF) if LOCAL_CONF.is_file() else {"spark.master": "local[*]"}
 
 
-def create_session(app_name: str = "dprelease", settings: dict[str, str] | None = None) -> SparkSession:
+def create_session(
+    app_name: str = "dprelease", settings: dict[str, str] | None = None
+) -> SparkSession:
     """A SparkSession: under spark-submit the submitted settings win; alone, local settings.
 
     Python workers use this interpreter, so the venv's packages are on every local worker.
@@ -39,10 +41,8 @@ def create_session(app_name: str = "dprelease", settings: dict[str, str] | None 
     builder = SparkSession.builder.appName(app_name)
     if not submitted:
         for key, value in (settings if settings is not None else local_settings()).items():
-            if key == "spark.master":
-                builder = builder.master(value)
-            else:
-                builder = builder.config(key, value)
+            is_master = key == "spark.master"
+            builder = builder.master(value) if is_master else builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session

@@ -110,6 +110,8 @@ class MetricConfig(_Frozen):
                 raise ValueError("'lower' and 'upper' must be finite numbers")
             if self.lower > self.upper:
                 raise ValueError(f"'lower' ({self.lower}) is greater than 'upper' ({self.upper})")
+            if self.metric == "sum" and self.lower == self.upper == 0:
+                raise ValueError("'lower' and 'upper' are both 0: the sum is always 0")
             if self.metric in ("mean", "variance") and self.lower == self.upper:
                 raise ValueError("'lower' must be smaller than 'upper' for mean and variance")
             if max(abs(self.lower), abs(self.upper)) > 2.0**60:

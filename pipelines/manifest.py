@@ -285,13 +285,16 @@ def render_readme(manifest: dict[str, Any]) -> str:
     ]
     stds = {m["name"]: m["std"] for m in manifest["mechanisms"]}
     for column in manifest["columns"]:
-        value_bounds = (
-            f"[{column['lower']:g}, {column['upper']:g}]" if "lower" in column else "-"
-        )
+        value_bounds = f"[{column['lower']:g}, {column['upper']:g}]" if "lower" in column else "-"
         std = stds.get(column["mechanisms"][0], float("nan"))
+        noise = (
+            f"{std:.4g}"
+            if column["metric"] in ("count", "privacy_id_count", "sum")
+            else f"{std / 2:.4g} / count (see `{column['name']}_std`)"
+        )
         lines.append(
             f"| `{column['name']}` | {column['metric']} | {value_bounds} | "
-            f"{column.get('grid', 1.0):g} | {std:.4g} |"
+            f"{column.get('grid', 1.0):g} | {noise} |"
         )
     lines += [
         "",

@@ -12,7 +12,13 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from dp_ops.accounting import Composition, GroupPrivacy, MechanismSpend, compose, group_privacy_table
+from dp_ops.accounting import (
+    Composition,
+    GroupPrivacy,
+    MechanismSpend,
+    compose,
+    group_privacy_table,
+)
 from dp_ops.calibration import (
     ContributionBounds,
     Sensitivity,
@@ -248,7 +254,9 @@ def build_plan(config: JobConfig) -> ReleasePlan:
         else:
             value_bound = linf * (upper - lower) / 2
         scale = _value_noise_scale(config.noise, l0, value_bound, eps, rho)
-        grid = choose_grid(lower, upper, scale)
+        # The grid resolves both the noise and the value range (both public).
+        span = max(abs(lower), abs(upper)) if metric.metric == "sum" else upper - lower
+        grid = choose_grid(lower, upper, min(scale, span))
         lo_units, hi_units = grid.units_range(lower, upper)
         encoding = Encoding(metric.column, lower, upper, grid, lo_units, hi_units)
         if metric.metric == "sum":
@@ -325,7 +333,12 @@ def _grid_of(plan: ReleasePlan, aggregate: NoisyAggregate) -> Grid:
 def describe_selection(selection: SelectionRule | PublicPartitions) -> dict[str, object]:
     """The selection rule as printed by `plan` and stored in the manifest."""
     if isinstance(selection, PublicPartitions):
-        return {"mechanism": "public", "provenance": selection.provenance, "epsilon": 0.0, "delta": 0.0}
+        return {
+            "mechanism": "public",
+            "provenance": selection.provenance,
+            "epsilon": 0.0,
+            "delta": 0.0,
+        }
     out: dict[str, object] = {
         "mechanism": selection.spend().mechanism,
         "epsilon": selection.epsilon,

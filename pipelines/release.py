@@ -71,7 +71,9 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
 def version_for_period(release: Path, data_period: str) -> Version | None:
     """The newest published version for ``data_period``, if any."""
     matches = [
-        v for v in published_versions(release) if read_manifest(v.path)["release"]["data_period"] == data_period
+        v
+        for v in published_versions(release)
+        if read_manifest(v.path)["release"]["data_period"] == data_period
     ]
     return matches[-1] if matches else None
 
@@ -191,12 +193,14 @@ def verify_release(version_dir: Path) -> list[str]:
     try:
         manifest = read_manifest(version_dir)
         validate_manifest(manifest)
-    except Exception as error:  # noqa: BLE001 - any failure here is a verification finding
+    except Exception as error:
         return [f"{MANIFEST}: invalid ({type(error).__name__}: {str(error).splitlines()[0]})"]
     listed = {f["path"]: f for f in manifest["data"]["files"]}
-    present = {
-        f"data/{p.name}" for p in (version_dir / "data").glob("*") if p.is_file()
-    } if (version_dir / "data").is_dir() else set()
+    present = (
+        {f"data/{p.name}" for p in (version_dir / "data").glob("*") if p.is_file()}
+        if (version_dir / "data").is_dir()
+        else set()
+    )
     for missing in sorted(set(listed) - present):
         problems.append(f"{missing}: listed in the manifest but missing")
     for extra in sorted(present - set(listed)):
@@ -219,7 +223,9 @@ def verify_release(version_dir: Path) -> list[str]:
             continue
         problems.extend(f"{path}: {p}" for p in check_values(table, manifest))
     if total != manifest["data"]["row_count"]:
-        problems.append(f"data: {total} rows in files, manifest says {manifest['data']['row_count']}")
+        problems.append(
+            f"data: {total} rows in files, manifest says {manifest['data']['row_count']}"
+        )
     return problems
 
 

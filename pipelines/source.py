@@ -12,7 +12,15 @@ from pyspark.sql import types as T
 
 from pipelines.config import InputConfig, JobConfig, PublicKeysConfig
 
-NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+NUMERIC = (
+    T.ByteType,
+    T.ShortType,
+    T.IntegerType,
+    T.LongType,
+    T.FloatType,
+    T.DoubleType,
+    T.DecimalType,
+)
 KEY_TYPES = (
     T.StringType,
     T.ByteType,
@@ -30,7 +38,14 @@ class InputContractError(Exception):
     """The input does not meet the job's contract; the message names the column."""
 
 
-def _read(spark: SparkSession, path: str | None, table: str | None, fmt: str, options: dict[str, str], what: str) -> DataFrame:
+def _read(
+    spark: SparkSession,
+    path: str | None,
+    table: str | None,
+    fmt: str,
+    options: dict[str, str],
+    what: str,
+) -> DataFrame:
     try:
         if table is not None:
             return spark.table(table)
@@ -80,7 +95,9 @@ def check_input_schema(frame: DataFrame, config: JobConfig) -> None:
         )
 
 
-def read_public_keys(spark: SparkSession, keys: PublicKeysConfig, frame: DataFrame, config: JobConfig) -> DataFrame:
+def read_public_keys(
+    spark: SparkSession, keys: PublicKeysConfig, frame: DataFrame, config: JobConfig
+) -> DataFrame:
     """Public partition keys, cast to the input's key types; one row per distinct key.
 
     Raises InputContractError if a key column is missing, a key is null or repeated.
@@ -90,7 +107,9 @@ def read_public_keys(spark: SparkSession, keys: PublicKeysConfig, frame: DataFra
     names = config.partition_columns
     missing = [n for n in names if n not in table.columns]
     if missing:
-        raise InputContractError(f"public_keys: missing column(s) {missing}; it has {table.columns}")
+        raise InputContractError(
+            f"public_keys: missing column(s) {missing}; it has {table.columns}"
+        )
     types = {f.name: f.dataType for f in frame.schema.fields}
     # One row per key in the public file, typed like the input's keys.
     typed = table.select(*[F.col(n).cast(types[n]).alias(n) for n in names])
@@ -98,7 +117,9 @@ def read_public_keys(spark: SparkSession, keys: PublicKeysConfig, frame: DataFra
         F.count(F.lit(1)).alias("rows"),
         F.count_distinct(*[F.col(n) for n in names]).alias("distinct"),
         F.sum(
-            F.when(F.greatest(*[F.col(n).isNull().cast("int") for n in names], F.lit(0)) > 0, 1).otherwise(0)
+            F.when(
+                F.greatest(*[F.col(n).isNull().cast("int") for n in names], F.lit(0)) > 0, 1
+            ).otherwise(0)
         ).alias("nulls"),
     ).first()
     assert stats is not None
@@ -109,7 +130,8 @@ def read_public_keys(spark: SparkSession, keys: PublicKeysConfig, frame: DataFra
         )
     if stats["rows"] != stats["distinct"]:
         raise InputContractError(
-            f"public_keys: {stats['rows'] - stats['distinct']} duplicate key(s); keys must be unique"
+            f"public_keys: {stats['rows'] - stats['distinct']} duplicate key(s); "
+            "keys must be unique"
         )
     if stats["rows"] == 0:
         raise InputContractError("public_keys: the keys file is empty")

@@ -30,7 +30,11 @@ EVENTS = pa.schema([("user", pa.string()), ("key", pa.string()), ("value", pa.fl
 def job_config(tmp: Path, input_path: Path, **overrides: Any) -> JobConfig:
     """A small valid config over ``input_path``; ``overrides`` replace top-level fields."""
     raw: dict[str, Any] = {
-        "release": {"name": "events", "output_root": str(tmp / "releases"), "data_period": "2026-W47"},
+        "release": {
+            "name": "events",
+            "output_root": str(tmp / "releases"),
+            "data_period": "2026-W47",
+        },
         "input": {"path": str(input_path)},
         "privacy_unit": {"column": "user"},
         "partition_columns": ["key"],
