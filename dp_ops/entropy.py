@@ -44,6 +44,7 @@ class _BufferState(threading.local):
         self.pid = -1
         self.words: npt.NDArray[np.uint64] = np.empty(0, dtype=np.uint64)
         self.position = 0
+        self.next_fill = OsRandomBits.FIRST_FILL_WORDS
 
 
 def _os_words(size: int) -> npt.NDArray[np.uint64]:
@@ -59,8 +60,11 @@ class OsRandomBits:
     discarded, never reused. Refuses to be pickled or copied.
     """
 
-    #: Words fetched per system call for small requests (256 KiB).
+    #: Largest refill of the buffer (256 KiB); larger requests go straight to the OS.
     BUFFER_WORDS = 1 << 15
+    #: First refill (8 KiB); each refill doubles up to BUFFER_WORDS, so a short-lived
+    #: source (one per call) does not pay for a large read it never uses.
+    FIRST_FILL_WORDS = 1 << 10
 
     def __init__(self) -> None:
         self._state = _BufferState()
@@ -77,10 +81,14 @@ class OsRandomBits:
             state.pid = pid
             state.words = np.empty(0, dtype=np.uint64)
             state.position = 0
+            state.next_fill = self.FIRST_FILL_WORDS
         if size > self.BUFFER_WORDS // 2:
             return _os_words(size)
         if state.position + size > state.words.size:
-            state.words = _os_words(self.BUFFER_WORDS)
+            # Unused words of the old buffer are dropped, never handed out later.
+            fill = max(state.next_fill, size)
+            state.next_fill = min(2 * state.next_fill, self.BUFFER_WORDS)
+            state.words = _os_words(fill)
             state.position = 0
         start = state.position
         state.position = start + size

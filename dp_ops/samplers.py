@@ -339,18 +339,22 @@ def _check_size(size: object) -> int:
     return int(size)
 
 
-def _combine(high: Int64Array, factor: int, low: Int64Array) -> Int64Array:
-    """factor·high + low elementwise (0 <= low < factor <= 2**56, high >= 0), exactly.
+def _combine(high: Int64Array, factor: int, low: Int64Array, divisor: int = 1) -> Int64Array:
+    """(factor·high + low) // divisor elementwise, exactly (0 <= low < factor <= 2**56,
+    high >= 0, 1 <= divisor <= 2**62).
 
-    int64 holds it when high <= 2**62 // factor (the sum is then < 2**62 + 2**56); larger
-    `high` (probability below exp(-63) per element) is combined with Python ints, and a
-    value that does not fit int64 raises OverflowError instead of wrapping.
+    int64 holds factor·high + low when high <= 2**62 // factor (the sum is then below
+    2**62 + 2**56). Larger `high` (probability below exp(-63) per element) is computed
+    with Python ints, and only a final value that does not fit int64 raises OverflowError
+    (probability below exp(-2**12) for the admitted scales) instead of wrapping.
     """
     h_max = (1 << 62) // factor
     safe = high <= h_max
     out: Int64Array = np.where(safe, high * factor + low, 0)
+    if divisor > 1:
+        out //= divisor
     for i in np.flatnonzero(~safe).tolist():
-        value = int(high[i]) * factor + int(low[i])
+        value = (int(high[i]) * factor + int(low[i])) // divisor
         if value > _INT64_MAX:
             raise OverflowError("a discrete noise draw exceeds int64")
         out[i] = value
@@ -376,8 +380,7 @@ def _laplace_magnitudes(bits: RandomBits, scale: Fraction, count: int) -> Int64A
         u = uniform_below(bits, t, count)
         if t > 1:
             u = u[_bernoulli_exp_neg_unit(count, _integer_ratio(bits, u, t, count))]
-        x = _combine(_geometric_count(bits, Fraction(1), u.size), t, u)
-        return x // s if s > 1 else x
+        return _combine(_geometric_count(bits, Fraction(1), u.size), t, u, s)
     block = max(1, t // s)
     if block == 1:
         remainders = np.zeros(count, dtype=np.int64)

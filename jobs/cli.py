@@ -14,12 +14,17 @@ import sys
 from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.aggregation import ArithmeticBoundError
 from pipelines.config import ConfigError, config_json_schema, load_config
+from pipelines.contracts import OutputContractError
 from pipelines.plan import build_plan, describe_plan
 from pipelines.release import PublishError, published_versions, read_manifest, verify_release
 from pipelines.source import InputContractError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("dprelease")
 
@@ -34,12 +39,13 @@ class ExitCode(IntEnum):
     INPUT_CONTRACT_FAILED = 4
     ALREADY_PUBLISHED = 5
     VERIFY_FAILED = 6
+    OUTPUT_CONTRACT_FAILED = 7
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever sys.stderr is at the time of the record."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> object:
         return sys.stderr
 
@@ -76,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a published version (or the latest of a release)")
     show.add_argument("release_dir", help="a version directory, or a release directory")
     verify = sub.add_parser("verify", help="check a published version's files against its manifest")
-    verify.add_argument("release_dir", help="a version directory, or a release directory (all versions)")
+    verify.add_argument(
+        "release_dir", help="a version directory, or a release directory (all versions)"
+    )
     sub.add_parser("schema", help="print the JSON Schema of job configs")
     return parser
 
@@ -91,16 +99,24 @@ def _versions(path: Path) -> list[Path]:
     return versions
 
 
-def _command_run(args: argparse.Namespace) -> ExitCode:
-    config = load_config(args.config)
+def run_command(
+    config_path: str, supersede: bool = False, spark: SparkSession | None = None
+) -> ExitCode:
+    """Run one release job and print the JSON summary line; errors propagate.
+
+    With ``spark`` given, the run uses that session and leaves it running; otherwise it
+    creates a session and stops it at the end.
+    """
+    config = load_config(config_path)
     from jobs.session import create_session
     from pipelines.job import run_release
 
-    spark = create_session(f"dprelease:{config.release.name}")
+    session = spark if spark is not None else create_session(f"dprelease:{config.release.name}")
     try:
-        result = run_release(spark, config, supersede=args.supersede)
+        result = run_release(session, config, supersede=supersede)
     finally:
-        spark.stop()
+        if spark is None:
+            session.stop()
     summary = {
         "status": result.status,
         "release": result.release,
@@ -145,7 +161,6 @@ def _command_schema(_: argparse.Namespace) -> ExitCode:
 
 
 COMMANDS = {
-    "run": _command_run,
     "plan": _command_plan,
     "show": _command_show,
     "verify": _command_verify,
@@ -153,25 +168,47 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `dprelease` console script and the spark-submit main."""
+def exit_code_for(error: Exception) -> ExitCode:
+    """The documented exit code for an error a command raised."""
+    if isinstance(error, ConfigError | ArithmeticBoundError):
+        return ExitCode.CONFIG_ERROR
+    if isinstance(error, InputContractError):
+        return ExitCode.INPUT_CONTRACT_FAILED
+    if isinstance(error, OutputContractError):
+        return ExitCode.OUTPUT_CONTRACT_FAILED
+    return ExitCode.INTERNAL_ERROR
+
+
+def _log_failure(error: Exception) -> None:
+    """One operator log line per failure: the message of errors we raise, else the type only."""
+    if isinstance(error, ConfigError | ArithmeticBoundError | InputContractError):
+        log.error("%s", error)
+    elif isinstance(error, OutputContractError):
+        log.error("output contract failed, nothing was published: %s", error)
+    elif isinstance(error, PublishError):
+        log.error("publishing failed, nothing was published: %s", error)
+    else:
+        # Last resort: the type only, never a message that could carry data.
+        log.error("internal error (%s); nothing was published", type(error).__name__)
+        log.debug("internal error detail", exc_info=True)
+
+
+def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
+    """Entry point of the `dprelease` console script and the spark-submit main.
+
+    ``spark`` (keyword only, never a CLI option) lets an embedding process run jobs in its
+    own session, which `run` then leaves running.
+    """
     args = _parser().parse_args(argv)
     _configure_logging()
     try:
+        if args.command == "run":
+            return int(run_command(args.config, args.supersede, spark))
         return int(COMMANDS[args.command](args))
-    except (ConfigError, ArithmeticBoundError) as error:
-        log.error("%s", error)
-        return int(ExitCode.CONFIG_ERROR)
-    except InputContractError as error:
-        log.error("%s", error)
-        return int(ExitCode.INPUT_CONTRACT_FAILED)
-    except PublishError as error:
-        log.error("publishing failed, nothing was published: %s", error)
-        return int(ExitCode.INTERNAL_ERROR)
-    except Exception as error:  # noqa: BLE001 - last resort: type only, never data
-        log.error("internal error (%s); nothing was published", type(error).__name__)
-        log.debug("internal error detail", exc_info=True)
-        return int(ExitCode.INTERNAL_ERROR)
+    except Exception as error:  # every error becomes a documented exit code
+        code = exit_code_for(error)
+        _log_failure(error)
+        return int(code)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,16 @@ class _Frozen(BaseModel):
 class ReleaseConfig(_Frozen):
     """Where and under which name the release is published."""
 
-    name: str = Field(description="Release name: the directory under output_root. No path characters.")
+    name: str = Field(
+        description="Release name: the directory under output_root. No path characters."
+    )
     output_root: str = Field(description="Directory that holds one sub-directory per release name.")
-    data_period: str = Field(description="Free text naming the period the data covers, e.g. 2026-W47.")
-    description: str = Field(default="", description="Free text copied into the manifest and README.")
+    data_period: str = Field(
+        description="Free text naming the period the data covers, e.g. 2026-W47."
+    )
+    description: str = Field(
+        default="", description="Free text copied into the manifest and README."
+    )
 
     @field_validator("name")
     @classmethod
@@ -58,8 +64,12 @@ class InputConfig(_Frozen):
     """The private table: a path in any Spark format, or a catalog table."""
 
     path: str | None = Field(default=None, description="Path of the input (file or directory).")
-    format: str = Field(default="parquet", description="Spark data source name: parquet, csv, json, orc, ...")
-    options: dict[str, str] = Field(default_factory=dict, description="Options passed to the Spark reader.")
+    format: str = Field(
+        default="parquet", description="Spark data source name: parquet, csv, json, orc, ..."
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, description="Options passed to the Spark reader."
+    )
     table: str | None = Field(default=None, description="Catalog table name, instead of path.")
 
     @model_validator(mode="after")
@@ -83,7 +93,9 @@ class ContributionBoundsConfig(_Frozen):
     """How much one privacy unit may contribute (after bounding)."""
 
     max_partitions_per_unit: int = Field(gt=0, description="L0: partitions one unit may touch.")
-    max_rows_per_unit_per_partition: int = Field(gt=0, description="Linf: rows per unit and partition.")
+    max_rows_per_unit_per_partition: int = Field(
+        gt=0, description="Linf: rows per unit and partition."
+    )
 
 
 MetricName = Literal["count", "privacy_id_count", "sum", "mean", "variance"]
@@ -96,7 +108,9 @@ class MetricConfig(_Frozen):
     column: str | None = Field(default=None, description="Measured column (sum, mean, variance).")
     lower: float | None = Field(default=None, description="Lower value bound (values are clamped).")
     upper: float | None = Field(default=None, description="Upper value bound (values are clamped).")
-    name: str | None = Field(default=None, description="Output column name; default metric[_column].")
+    name: str | None = Field(
+        default=None, description="Output column name; default metric[_column]."
+    )
 
     @model_validator(mode="after")
     def _bounds_match_metric(self) -> MetricConfig:
@@ -176,7 +190,9 @@ class PublicKeysConfig(_Frozen):
         return self
 
 
-SelectionMechanism = Literal["truncated_geometric", "laplace_threshold", "gaussian_threshold", "public"]
+SelectionMechanism = Literal[
+    "truncated_geometric", "laplace_threshold", "gaussian_threshold", "public"
+]
 
 
 class PartitionSelectionConfig(_Frozen):
@@ -186,7 +202,9 @@ class PartitionSelectionConfig(_Frozen):
     min_units: int = Field(
         default=1, ge=1, description="Pre-threshold: never release a partition with fewer units."
     )
-    public_keys: PublicKeysConfig | None = Field(default=None, description="For mechanism 'public'.")
+    public_keys: PublicKeysConfig | None = Field(
+        default=None, description="For mechanism 'public'."
+    )
 
     @model_validator(mode="after")
     def _keys_iff_public(self) -> PartitionSelectionConfig:
@@ -206,7 +224,36 @@ class PostProcessingConfig(_Frozen):
     )
 
 
-InvalidValuePolicy = Literal["drop_row", "fail"]
+RowRule = Literal["drop_row", "fail"]
+EmptyInputRule = Literal["fail", "publish"]
+
+
+class ContractsConfig(_Frozen):
+    """What the input contract does with rows that break it, per rule.
+
+    ``drop_row`` removes the offending rows before contribution bounding; ``fail`` stops
+    the run (exit 4) before any noise is drawn. The output contract has no options: a
+    failing output contract always blocks publishing.
+    """
+
+    null_privacy_unit: RowRule = Field(
+        default="drop_row", description="Rows whose privacy unit id is null: drop_row or fail."
+    )
+    null_partition_key: RowRule = Field(
+        default="drop_row",
+        description="Rows with a null in any partition column: drop_row or fail.",
+    )
+    non_finite_value: RowRule = Field(
+        default="drop_row",
+        description="Rows with a null, NaN or infinite measured value: drop_row or fail.",
+    )
+    empty_input: EmptyInputRule = Field(
+        default="fail",
+        description=(
+            "No usable row left after dropping: fail (exit 4; tells the operator that no valid "
+            "row exists) or publish (a DP-consistent release of whatever survives: often empty)."
+        ),
+    )
 
 
 class JobConfig(_Frozen):
@@ -221,9 +268,9 @@ class JobConfig(_Frozen):
     budget: BudgetConfig
     noise: Literal["laplace", "gaussian"] = Field(default="laplace")
     partition_selection: PartitionSelectionConfig = Field(default_factory=PartitionSelectionConfig)
-    invalid_values: InvalidValuePolicy = Field(
-        default="drop_row",
-        description="Rows with a null unit or key, or a null/NaN/Inf measured value: drop or fail.",
+    contracts: ContractsConfig = Field(
+        default_factory=ContractsConfig,
+        description="Input contract rules: drop or fail per rule, and what an empty input does.",
     )
     post_processing: PostProcessingConfig = Field(default_factory=PostProcessingConfig)
     confidence_level: float = Field(default=0.95, gt=0, lt=1, description="Level of the noise CIs.")
@@ -279,6 +326,11 @@ class JobConfig(_Frozen):
         if self.partition_selection.mechanism != "public":
             names = ["selection", *names]
         return {n: 1.0 / len(names) for n in names}
+
+    @property
+    def invalid_values(self) -> dict[str, str]:
+        """The input contract's rules as the manifest records them (configuration, not counts)."""
+        return dict(self.contracts.model_dump())
 
     @property
     def measured_columns(self) -> list[str]:

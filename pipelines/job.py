@@ -12,16 +12,33 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines.aggregation import add_public_partitions, aggregate_partitions, check_exact_arithmetic
-from pipelines.bounding import BoundingSalt, bound_contributions, invalid_row_condition, select_encoded
+from pipelines.aggregation import (
+    add_public_partitions,
+    aggregate_partitions,
+    check_exact_arithmetic,
+)
+from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded
 from pipelines.config import JobConfig
+from pipelines.contracts import (
+    ObservedInput,
+    OperatorReport,
+    OutputContractError,
+    check_input_schema,
+    check_output_contract,
+    input_summary,
+    judge_input,
+    observe_input,
+    operator_dir,
+    rows_meeting_contract,
+)
 from pipelines.manifest import ReleaseIdentity, build_manifest, render_readme
 from pipelines.noising import NoiseSource, SecureNoise, apply_noise, output_type
 from pipelines.plan import ReleasePlan, build_plan
@@ -38,12 +55,7 @@ from pipelines.release import (
     version_for_period,
     write_text_last,
 )
-from pipelines.source import (
-    InputContractError,
-    check_input_schema,
-    read_input,
-    read_public_keys,
-)
+from pipelines.source import InputContractError, read_input, read_public_keys
 
 log = logging.getLogger("dprelease")
 
@@ -89,53 +101,44 @@ def release_schema(plan: ReleasePlan, keys: T.StructType) -> pa.Schema:
 
 
 def clean_rows(frame: DataFrame, plan: ReleasePlan) -> DataFrame:
-    """Rows the release may use: the invalid-values policy applied.
+    """Rows the release may use: every row that breaks no input-contract rule.
 
-    'drop_row' filters rows with a null unit or key or a null/NaN/Inf measured value;
-    'fail' raises InputContractError naming the columns (one aggregation pass).
+    Rows under a ``fail`` rule are removed as well; ``run_release`` fails on their count
+    before any noise is drawn.
     """
-    invalid = invalid_row_condition(plan)
-    if plan.config.invalid_values == "drop_row":
-        # One row per valid input row.
-        return frame.filter(~invalid)
-    config = plan.config
-    checks = {
-        "privacy_unit.column": F.col(config.privacy_unit.column).isNull(),
-        **{name: F.col(name).isNull() for name in config.partition_columns},
-    }
-    for column in config.measured_columns:
-        value = F.col(column).cast(T.DoubleType())
-        checks[column] = value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
-    row = frame.agg(
-        *[F.max(condition.cast("int")).alias(f"c{i}") for i, condition in enumerate(checks.values())]
-    ).first()
-    assert row is not None
-    bad = [name for i, name in enumerate(checks) if row[f"c{i}"]]
-    if bad:
-        raise InputContractError(
-            f"input: null, NaN or infinite values in {bad} and invalid_values is 'fail'"
-        )
-    return frame
+    return rows_meeting_contract(frame, plan.config)
 
 
-def released_frame(
-    spark: SparkSession, plan: ReleasePlan, source: NoiseSource, salt: BoundingSalt
-) -> DataFrame:
-    """The lazy graph from input rows to one noisy row per released partition."""
+def aggregated_frame(
+    spark: SparkSession, plan: ReleasePlan, frame: DataFrame, salt: BoundingSalt
+) -> tuple[DataFrame, ObservedInput]:
+    """The lazy graph from input rows to one exact row per candidate partition (no noise).
+
+    The input contract's figures are observed on the way: the action that computes this
+    frame is the pass that counts them.
+    """
     config = plan.config
-    frame = read_input(spark, config.input)
-    check_input_schema(frame, config)
+    observed = observe_input(frame, config)
+    rows = observed.frame
     public_keys = None
     if config.partition_selection.public_keys is not None:
         public_keys = read_public_keys(spark, config.partition_selection.public_keys, frame, config)
         # Only rows whose key is public (dropped before bounding).
-        frame = frame.join(public_keys, on=config.partition_columns, how="left_semi")
-    cleaned = clean_rows(frame, plan)
-    bounded = bound_contributions(select_encoded(cleaned, plan), plan, salt)
+        rows = rows.join(public_keys, on=config.partition_columns, how="left_semi")
+    bounded = bound_contributions(select_encoded(clean_rows(rows, plan), plan), plan, salt)
     aggregated = aggregate_partitions(bounded, plan)
     if public_keys is not None:
         aggregated = add_public_partitions(aggregated, public_keys, plan)
-    return apply_noise(aggregated, plan, source)
+    return aggregated, observed
+
+
+def _status(error: BaseException) -> str:
+    """The operator summary's status for a failed run."""
+    if isinstance(error, InputContractError):
+        return "input_contract_failed"
+    if isinstance(error, OutputContractError):
+        return "output_contract_failed"
+    return "failed"
 
 
 def run_release(
@@ -147,30 +150,52 @@ def run_release(
 ) -> ReleaseResult:
     """Publish one new version of the release, or report the existing one for its period.
 
-    ``source`` is a seam for tests; production callers leave it None (exact CSPRNG noise).
+    Both contracts run in every release: the input contract before any noise is drawn,
+    the output contract on the staged files before the manifest is written. Their GX
+    results and counts go to ``_operator/<run_id>/`` only. ``source`` is a seam for
+    tests; production callers leave it None (exact CSPRNG noise).
     """
     plan = build_plan(config)
     check_exact_arithmetic(plan)
     release = release_dir(config.release.output_root, config.release.name)
     existing = version_for_period(release, config.release.data_period)
     if existing is not None and not supersede:
-        log.info("release %s %s already published for this period", config.release.name, existing.name)
+        log.info(
+            "release %s %s already published for this period", config.release.name, existing.name
+        )
         return _result("already_published", config, existing, plan)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:12]
+    staging: Path | None = None
     try:
         release.mkdir(parents=True, exist_ok=True)
         staging = staging_dir(release, run_id)
+        report = OperatorReport(operator_dir(release, run_id), run_id, config)
     except OSError as error:
+        if staging is not None:
+            discard_staging(staging)
         raise InputContractError(
             f"release.output_root: cannot create {release} ({error.strerror or error})"
         ) from None
+    log.info("run %s: operator reports in %s", run_id, report.directory)
+    aggregated: DataFrame | None = None
     try:
-        released = released_frame(spark, plan, source or SecureNoise(), BoundingSalt.fresh())
-        keys = T.StructType([released.schema[n] for n in config.partition_columns])
+        frame = read_input(spark, config.input)
+        report.record(check_input_schema(frame, config))
+        aggregated, observed = aggregated_frame(spark, plan, frame, BoundingSalt.fresh())
+        keys = T.StructType([aggregated.schema[n] for n in config.partition_columns])
+        # The one pass over the input: it bounds and aggregates (one exact row per candidate
+        # partition, kept in Spark storage, never written out) and counts the contract figures.
+        aggregated = aggregated.persist(StorageLevel.MEMORY_AND_DISK)
+        aggregated.count()
+        figures = observed.figures()
+        report.summary["input"] = input_summary(figures, config)
+        report.record(judge_input(figures, config))
+        released = apply_noise(aggregated, plan, source or SecureNoise())
         log.info("run %s: computing and writing the noisy release to staging", run_id)
         # Materialize the noisy table once; everything after reads these files.
         released.write.mode("errorifexists").parquet(str(staging / "data"))
         tidy_data_dir(staging / "data")
+        report.record(check_output_contract(spark, plan, keys, staging / "data"))
         schema = release_schema(plan, keys)
         data_files = check_data_files(staging / "data", schema)
         previous = existing.name if existing is not None else None
@@ -183,14 +208,24 @@ def run_release(
             write_text_last(staging, manifest, render_readme(manifest))
 
         version = publish(staging, release, stamp)
-    except BaseException:
+    except BaseException as error:
         discard_staging(staging)
+        report.finish(_status(error))
         raise
+    finally:
+        if aggregated is not None:
+            aggregated.unpersist()
+    report.finish("published", version.name)
     log.info("published %s %s", config.release.name, version.name)
     return _result("published", config, version, plan)
 
 
-def _result(status: Literal["published", "already_published"], config: JobConfig, version: Version, plan: ReleasePlan) -> ReleaseResult:
+def _result(
+    status: Literal["published", "already_published"],
+    config: JobConfig,
+    version: Version,
+    plan: ReleasePlan,
+) -> ReleaseResult:
     manifest = read_manifest(version.path)
     return ReleaseResult(
         status=status,
@@ -201,4 +236,3 @@ def _result(status: Literal["published", "already_published"], config: JobConfig
         epsilon=float(manifest["privacy"]["epsilon"]),
         delta=float(manifest["privacy"]["delta"]),
     )
-

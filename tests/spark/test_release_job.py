@@ -163,7 +163,7 @@ def test_a_failed_run_publishes_nothing_and_keeps_earlier_versions(
         run_release(spark, missing, supersede=True)
     release = tmp_path / "releases" / "events"
     assert [v.name for v in published_versions(release)] == ["v0001"]
-    assert sorted(p.name for p in release.iterdir()) == ["_staging", "v0001"]
+    assert sorted(p.name for p in release.iterdir()) == ["_operator", "_staging", "v0001"]
     assert not list((release / "_staging").iterdir())
     assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
     assert verify_release(first) == []

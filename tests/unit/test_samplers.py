@@ -282,6 +282,16 @@ def test_uniform_below_int_multiword_range() -> None:
     assert_rate(sum(v < bound // 2 for v in values), len(values), 0.5)
 
 
+def test_combine_is_exact_beyond_int64_intermediates() -> None:
+    """factor·V + U is formed with Python ints when it would overflow; only a result that
+    does not fit int64 raises (never wraps)."""
+    high = np.array([3, 2**61], dtype=np.int64)
+    low = np.array([1, 3], dtype=np.int64)
+    assert samplers._combine(high, 4, low, 4).tolist() == [3, 2**61]
+    with pytest.raises(OverflowError):
+        samplers._combine(high, 4, low)
+
+
 def test_samplers_draw_only_from_the_given_bits() -> None:
     """Same bit stream in, same draws out (nothing else feeds the samplers)."""
     for draw in (
@@ -530,6 +540,13 @@ def test_os_random_bits_words() -> None:
     assert bits.uint64(0).shape == (0,)
     with pytest.raises(ValueError, match="size"):
         bits.uint64(-1)
+
+
+def test_os_random_bits_buffer_never_repeats_across_refills() -> None:
+    """Many small requests across growing refills: every word distinct."""
+    bits = OsRandomBits()
+    words = np.concatenate([bits.uint64(size) for size in [1, 1000, 7, 5000, 3] * 30])
+    assert np.unique(words).size == words.size
 
 
 def _words_from_child(task: Callable[[], npt.NDArray[np.uint64]]) -> list[int]:
