@@ -410,15 +410,33 @@ def pipeline_section(results: list[SizeResult], repeats: int) -> str:
                     f"{median(r.baseline_seconds) / r.rows * 1e6:.2f}",
                 ]
             )
-        text += "\n#### Scaling in N\n\n" + markdown_table(
-            ["rows N", "N growth", "(a) time growth", "(b) time growth", "(a) s per 1M rows", "(b) s per 1M rows"],
-            scaling,
-        ) + "\n"
+        text += (
+            "\n#### Scaling in N\n\n"
+            + markdown_table(
+                [
+                    "rows N",
+                    "N growth",
+                    "(a) time growth",
+                    "(b) time growth",
+                    "(a) s per 1M rows",
+                    "(b) s per 1M rows",
+                ],
+                scaling,
+            )
+            + "\n"
+        )
     memory = []
     for r in results:
         for label, m in (("(a) DP job", r.dp_memory), ("(b) groupBy", r.baseline_memory)):
             memory.append(
-                [f"{r.rows:,}", label, _mib(m.jvm_heap), _mib(m.jvm_old_gen), _mib(m.jvm_rss), _mib(m.python_rss)]
+                [
+                    f"{r.rows:,}",
+                    label,
+                    _mib(m.jvm_heap),
+                    _mib(m.jvm_old_gen),
+                    _mib(m.jvm_rss),
+                    _mib(m.python_rss),
+                ]
             )
     text += (
         "\n#### Peak driver memory (MiB, sampled every 100 ms; local mode: the driver JVM also "
@@ -493,8 +511,7 @@ def main() -> None:
         time_dp_job(spark, warmup, options.work_dir / "out")
         time_baseline(spark, warmup, options.work_dir / "out")
         results = [
-            run_size(spark, probe, rows, options.repeats, options.work_dir)
-            for rows in options.rows
+            run_size(spark, probe, rows, options.repeats, options.work_dir) for rows in options.rows
         ]
     finally:
         spark.stop()

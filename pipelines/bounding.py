@@ -19,6 +19,7 @@ from pipelines.plan import Encoding, ReleasePlan
 
 UNIT = "__unit"
 PARTITION_RANK = "__partition_rank"
+PARTITION_HASH = "__partition_hash"
 ROW_RANK = "__row_rank"
 
 
@@ -94,29 +95,44 @@ def bound_contributions(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSal
     Both samples are uniform: partitions are ranked by a keyed hash of (salt, unit, key),
     rows by a keyed hash of (salt, unit, key, row content), with the row content as the
     tie-breaker, so the sample is a pure function of the unit's rows and the salt.
-    One shuffle (by unit) serves both windows.
+
+    One shuffle (by unit) and one sort serve both windows: rows are sorted by (unit,
+    partition hash, key, row hash, row content), which is the order the Linf window needs
+    (partitioned by (unit, partition hash, key): the same groups as (unit, key), since the
+    partition hash is a function of them) and a prefix of it is the order the L0 window
+    needs. Taking the Linf rows first keeps every partition of the unit, so the L0 ranking
+    and the kept rows are the same as ranking partitions first.
+
+    The rows come out hash-partitioned by unit and sorted by (unit, partition hash, key),
+    and keep the ``PARTITION_HASH`` column so that ``aggregate_partitions`` can sum each
+    (unit, partition) in that order, streaming, without another sort or a hash table.
     """
-    keys = [F.col(name) for name in plan.config.partition_columns]
+    key_names = plan.config.partition_columns
+    keys = [F.col(name) for name in key_names]
     values = [F.col(encoded_column(name)) for name in plan.encodings]
     salted = F.lit(salt.value)
     l0 = plan.bounds.max_partitions_per_unit
     linf = plan.bounds.max_rows_per_unit_per_partition
 
-    partition_hash = F.xxhash64(salted, F.lit("partition"), F.col(UNIT), *keys)
-    by_unit = Window.partitionBy(UNIT).orderBy(partition_hash, *keys)
-    # One row per input row, tagged with its partition's rank among the unit's partitions.
-    ranked = encoded.withColumn(PARTITION_RANK, F.dense_rank().over(by_unit))
-    # Rows of the unit's first L0 partitions only.
-    within_l0 = ranked.filter(F.col(PARTITION_RANK) <= l0).drop(PARTITION_RANK)
-
+    # One row per input row, hash-partitioned by unit (the one shuffle of bounding), and
+    # tagged with its partition's hash (computed after the shuffle: fewer bytes moved).
+    by_unit_rows = encoded.repartition(UNIT).withColumn(
+        PARTITION_HASH, F.xxhash64(salted, F.lit("partition"), F.col(UNIT), *keys)
+    )
     row_hash = F.xxhash64(salted, F.lit("row"), F.col(UNIT), *keys, *values)
-    by_unit_partition = Window.partitionBy(UNIT, *plan.config.partition_columns).orderBy(
+    by_unit_partition = Window.partitionBy(UNIT, PARTITION_HASH, *key_names).orderBy(
         row_hash, *values
     )
     # At most Linf rows per (unit, partition).
-    return (
-        within_l0.withColumn(ROW_RANK, F.row_number().over(by_unit_partition))
+    within_linf = (
+        by_unit_rows.withColumn(ROW_RANK, F.row_number().over(by_unit_partition))
         .filter(F.col(ROW_RANK) <= linf)
         .drop(ROW_RANK)
     )
-
+    by_unit = Window.partitionBy(UNIT).orderBy(PARTITION_HASH, *keys)
+    # ... and only the rows of the unit's first L0 partitions.
+    return (
+        within_linf.withColumn(PARTITION_RANK, F.dense_rank().over(by_unit))
+        .filter(F.col(PARTITION_RANK) <= l0)
+        .drop(PARTITION_RANK)
+    )

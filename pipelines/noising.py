@@ -19,7 +19,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.functions import pandas_udf
+from pyspark.sql.pandas.functions import pandas_udf
 
 from dp_ops.noise import NoiseDistribution
 from dp_ops.samplers import sample_bernoulli
@@ -153,7 +153,9 @@ def _exact_integers(series: pd.Series) -> IntArray:
     return values
 
 
-def keep_decisions(step: NoiseStep, units: npt.NDArray[np.int64], source: NoiseSource) -> npt.NDArray[np.bool_]:
+def keep_decisions(
+    step: NoiseStep, units: npt.NDArray[np.int64], source: NoiseSource
+) -> npt.NDArray[np.bool_]:
     """The DP keep decision per partition (all True for public partitions)."""
     if step.selection_kind == "public":
         return np.ones(len(units), dtype=bool)
@@ -188,11 +190,13 @@ def released_columns(
         name = output.name
         if output.metric in COUNT_METRICS:
             aggregate = by_name[name]
-            value = np.asarray(noisy[name], dtype=np.int64)
-            low, high = value - aggregate.half_width, value + aggregate.half_width
+            counts = np.asarray(noisy[name], dtype=np.int64)
+            count_lo, count_hi = counts - aggregate.half_width, counts + aggregate.half_width
             if step.clamp_negative_counts:
-                value, low, high = (np.maximum(v, 0) for v in (value, low, high))
-            out[name], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = value, low, high
+                counts, count_lo, count_hi = (
+                    np.maximum(v, 0) for v in (counts, count_lo, count_hi)
+                )
+            out[name], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = counts, count_lo, count_hi
             out[f"{name}_std"] = np.full(size, aggregate.noise.std())
             continue
         encoding = output.encoding
@@ -216,16 +220,18 @@ def released_columns(
         # Mean in centred units: y = 2*units - (lo + hi), so x = g * (mid + y / 2).
         mean_y = total / count
         y_corners = [
-            (total + s * numerator.half_width) / c
-            for s in (-1, 1)
-            for c in (count_low, count_high)
+            (total + s * numerator.half_width) / c for s in (-1, 1) for c in (count_low, count_high)
         ]
         y_low, y_high = np.minimum.reduce(y_corners), np.maximum.reduce(y_corners)
         if output.metric == "mean":
             value = np.clip(g * (mid_units + mean_y / 2), lower, upper)
-            std = g / 2 * np.sqrt(
-                (numerator.noise.std() / count) ** 2
-                + (total * counter.noise.std() / count**2) ** 2
+            std = (
+                g
+                / 2
+                * np.sqrt(
+                    (numerator.noise.std() / count) ** 2
+                    + (total * counter.noise.std() / count**2) ** 2
+                )
             )
             low = np.clip(g * (mid_units + y_low / 2), lower, upper)
             high = np.clip(g * (mid_units + y_high / 2), lower, upper)
@@ -278,10 +284,8 @@ def noisy_frame(
     frame = pd.DataFrame({KEEP: keep})
     for field in noisy_struct_type(step).fields[1:]:
         values = released[field.name]
-        if isinstance(field.dataType, T.LongType):
-            full = pd.array([None] * size, dtype="Int64")
-        else:
-            full = pd.array([None] * size, dtype="Float64")
+        dtype = "Int64" if isinstance(field.dataType, T.LongType) else "Float64"
+        full = pd.array([None] * size, dtype=dtype)  # type: ignore[call-overload]
         full[keep] = values
         frame[field.name] = full
     return frame

@@ -12,7 +12,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.aggregation import aggregate_partitions
-from pipelines.bounding import UNIT, BoundingSalt, bound_contributions, encoded_column, select_encoded
+from pipelines.bounding import (
+    UNIT,
+    BoundingSalt,
+    bound_contributions,
+    encoded_column,
+    select_encoded,
+)
 from pipelines.job import clean_rows
 from pipelines.plan import build_plan
 from tests.spark.conftest import job_config, write_rows
@@ -52,7 +58,9 @@ def test_each_unit_touches_at_most_l0_partitions_and_linf_rows(
     per_cell = bounded.groupBy(UNIT, "key").count().collect()
     assert max(r["count"] for r in per_cell) <= 2
     low, high = plan.encodings["sum_value"].lo_units, plan.encodings["sum_value"].hi_units
-    extremes = bounded.agg(F.min(encoded_column("sum_value")), F.max(encoded_column("sum_value"))).first()
+    extremes = bounded.agg(
+        F.min(encoded_column("sum_value")), F.max(encoded_column("sum_value"))
+    ).first()
     assert extremes is not None and low <= extremes[0] and extremes[1] <= high
 
 
@@ -110,7 +118,9 @@ def test_the_sample_depends_only_on_the_units_own_rows(
     assert kept_alone == kept_with_others
 
 
-def test_physical_plan_shuffles_twice(spark: SparkSession, tmp_path: Path, heavy_rows: Path) -> None:
+def test_physical_plan_shuffles_twice(
+    spark: SparkSession, tmp_path: Path, heavy_rows: Path
+) -> None:
     """Bounding and the per-(unit, partition) step share one shuffle by unit; one more by key."""
     plan = build_plan(job_config(tmp_path, heavy_rows))
     frame = clean_rows(spark.read.parquet(str(heavy_rows)), plan)

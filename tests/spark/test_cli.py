@@ -31,7 +31,15 @@ def test_plan_reads_no_data_and_prints_the_budget_split(
     assert main(["plan", str(config)]) == ExitCode.OK
     plan = json.loads(capsys.readouterr().out)
     assert plan["totals"]["epsilon"] <= 1.0
-    assert set(plan["selection"]["keep_probability_by_units"]) == {"1", "2", "5", "10", "20", "50", "100"}
+    assert set(plan["selection"]["keep_probability_by_units"]) == {
+        "1",
+        "2",
+        "5",
+        "10",
+        "20",
+        "50",
+        "100",
+    }
     assert {m["name"] for m in plan["mechanisms"]} == {
         "privacy_id_count",
         "count",
@@ -82,7 +90,12 @@ def test_run_prints_one_json_line_and_verify_accepts_the_release(
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
     command = [sys.executable, "-m", "jobs.cli"]
     run = subprocess.run(
-        [*command, "run", str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [*command, "run", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == ExitCode.OK, run.stderr[-2000:]
     lines = run.stdout.strip().splitlines()
@@ -90,7 +103,12 @@ def test_run_prints_one_json_line_and_verify_accepts_the_release(
     summary = json.loads(lines[0])
     assert summary["status"] == "published" and summary["version"] == "v0001"
     again = subprocess.run(
-        [*command, "run", str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [*command, "run", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert again.returncode == ExitCode.ALREADY_PUBLISHED
     assert json.loads(again.stdout)["status"] == "already_published"

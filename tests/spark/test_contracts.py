@@ -32,7 +32,7 @@ from pipelines.contracts import (
     OutputContractError,
     check_output_contract,
 )
-from pipelines.job import run_release
+from pipelines.job import release_schema, run_release
 from pipelines.plan import build_plan
 from pipelines.release import published_versions, read_manifest, verify_release
 from pipelines.source import InputContractError
@@ -299,7 +299,7 @@ def _staged(tmp_path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Pa
     return data
 
 
-def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_path: Path) -> None:
+def test_the_output_contract_names_every_broken_rule(tmp_path: Path) -> None:
     plan = build_plan(job_config(tmp_path, tmp_path / "unused.parquet"))
     grid = plan.encodings["sum_value"].grid.step
     fields = [pa.field("key", pa.string())]
@@ -330,8 +330,9 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
         return good | changes
 
     keys = T.StructType([T.StructField("key", T.StringType())])
+    expected = release_schema(plan, keys)
     good = _staged(tmp_path / "good", [row("A"), row("B")], schema)
-    assert check_output_contract(spark, plan, keys, good).error is None
+    assert check_output_contract(plan, expected, good).error is None
 
     bad_rows = [
         row("A", count=9),  # above its ci_high
@@ -341,12 +342,12 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
         row("D", mean_value=11.0, mean_value_ci_high=11.0),  # outside [lower, upper]
         row("E", privacy_id_count=-1, privacy_id_count_ci_low=-1),  # negative count
     ]
-    verdict = check_output_contract(spark, plan, keys, _staged(tmp_path / "bad", bad_rows, schema))
+    verdict = check_output_contract(plan, expected, _staged(tmp_path / "bad", bad_rows, schema))
     assert isinstance(verdict.error, OutputContractError)
     message = str(verdict.error)
     for part in (
         "value outside [ci_low, ci_high] in column 'count'",
-        "duplicate partition key in column 'key'",
+        "duplicate key in column 'key'",
         "off the grid",
         "null, NaN or infinite value in column 'mean_value'",
         "value outside [0, 10] in column 'mean_value'",
@@ -357,7 +358,7 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
 
     missing = schema.remove(schema.get_field_index("mean_value_std"))
     rows = [{k: v for k, v in row("A").items() if k != "mean_value_std"}]
-    verdict = check_output_contract(spark, plan, keys, _staged(tmp_path / "schema", rows, missing))
+    verdict = check_output_contract(plan, expected, _staged(tmp_path / "schema", rows, missing))
     assert isinstance(verdict.error, OutputContractError)
     assert "release schema" in str(verdict.error)
     assert verdict.results["output_schema"]["success"] is False

@@ -54,7 +54,9 @@ def test_release_layout_manifest_and_verify(
     assert result.status == "published"
     assert version == tmp_path / "releases" / "events" / "v0001"
     assert sorted(p.name for p in version.iterdir()) == ["README.md", "data", "manifest.json"]
-    assert all(p.name.startswith("part-") and p.suffix == ".parquet" for p in (version / "data").iterdir())
+    assert all(
+        p.name.startswith("part-") and p.suffix == ".parquet" for p in (version / "data").iterdir()
+    )
     assert not list((tmp_path / "releases" / "events" / "_staging").iterdir())
     assert verify_release(version) == []
     manifest = read_manifest(version)
@@ -70,7 +72,10 @@ def test_released_values_lie_on_the_grid_and_agree_with_the_manifest(
     config = job_config(
         tmp_path,
         events_path,
-        partition_selection={"mechanism": "public", "public_keys": {"path": str(keys_file(tmp_path))}},
+        partition_selection={
+            "mechanism": "public",
+            "public_keys": {"path": str(keys_file(tmp_path))},
+        },
     )
     result = run_release(spark, config)
     manifest = read_manifest(Path(result.path))
@@ -105,7 +110,10 @@ def test_public_keys_are_all_emitted_and_other_rows_dropped_before_bounding(
         tmp_path,
         events_path,
         contribution_bounds={"max_partitions_per_unit": 1, "max_rows_per_unit_per_partition": 5},
-        partition_selection={"mechanism": "public", "public_keys": {"path": str(keys_file(tmp_path, ("C", "Z")))}},
+        partition_selection={
+            "mechanism": "public",
+            "public_keys": {"path": str(keys_file(tmp_path, ("C", "Z")))},
+        },
     )
     rows = released_rows(run_release(spark, config, source=ZeroNoise()).path)
     assert set(rows) == {"C", "Z"}  # Z has no row in the data and is still released
@@ -181,7 +189,9 @@ def test_rerun_of_a_published_period_is_a_no_op_and_supersede_adds_a_version(
     assert read_manifest(Path(newer.path))["release"]["supersedes"] == "v0001"
 
 
-def test_verify_detects_a_tampered_file(spark: SparkSession, tmp_path: Path, events_path: Path) -> None:
+def test_verify_detects_a_tampered_file(
+    spark: SparkSession, tmp_path: Path, events_path: Path
+) -> None:
     version = Path(run_release(spark, job_config(tmp_path, events_path)).path)
     copy = tmp_path / "copy"
     shutil.copytree(version, copy)
@@ -198,5 +208,8 @@ def test_gaussian_noise_release(spark: SparkSession, tmp_path: Path, events_path
     manifest = read_manifest(version)
     assert manifest["privacy"]["rho"] > 0
     assert manifest["privacy"]["epsilon"] <= 1.0 + 1e-9
-    assert math.isclose(manifest["privacy"]["delta"], 1e-6, rel_tol=1e-9) or manifest["privacy"]["delta"] < 1e-6
+    assert (
+        math.isclose(manifest["privacy"]["delta"], 1e-6, rel_tol=1e-9)
+        or manifest["privacy"]["delta"] < 1e-6
+    )
     assert verify_release(version) == []

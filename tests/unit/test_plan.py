@@ -113,7 +113,10 @@ def test_every_plan_stays_within_its_budget(
 ) -> None:
     raw = raw_config(
         budget={"epsilon": epsilon, "delta": delta},
-        contribution_bounds={"max_partitions_per_unit": l0, "max_rows_per_unit_per_partition": linf},
+        contribution_bounds={
+            "max_partitions_per_unit": l0,
+            "max_rows_per_unit_per_partition": linf,
+        },
         metrics=[
             {"metric": "count"},
             {"metric": "mean", "column": "v", "lower": lower, "upper": lower + width},
