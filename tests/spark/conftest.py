@@ -27,14 +27,10 @@ def write_rows(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Pat
 EVENTS = pa.schema([("user", pa.string()), ("key", pa.string()), ("value", pa.float64())])
 
 
-def job_config(tmp: Path, input_path: Path, **overrides: Any) -> JobConfig:
-    """A small valid config over ``input_path``; ``overrides`` replace top-level fields."""
+def raw_job_config(output_root: Path, input_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A small valid config mapping over ``input_path``; ``overrides`` replace top-level fields."""
     raw: dict[str, Any] = {
-        "release": {
-            "name": "events",
-            "output_root": str(tmp / "releases"),
-            "data_period": "2026-W47",
-        },
+        "release": {"name": "events", "output_root": str(output_root), "data_period": "2026-W47"},
         "input": {"path": str(input_path)},
         "privacy_unit": {"column": "user"},
         "partition_columns": ["key"],
@@ -47,8 +43,12 @@ def job_config(tmp: Path, input_path: Path, **overrides: Any) -> JobConfig:
         ],
         "budget": {"epsilon": 1.0, "delta": 1e-6},
     }
-    raw |= overrides
-    return config_from_mapping(raw)
+    return raw | overrides
+
+
+def job_config(tmp: Path, input_path: Path, **overrides: Any) -> JobConfig:
+    """The typed config of ``raw_job_config`` with releases under ``tmp/releases``."""
+    return config_from_mapping(raw_job_config(tmp / "releases", input_path, **overrides))
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from jobs.cli import ExitCode, main
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
 from pipelines.release import VERSION_PATTERN, published_versions, verify_release
-from tests.spark.conftest import EVENTS, write_rows
+from tests.spark.conftest import EVENTS, raw_job_config, write_rows
 
 CANARY = "ZQXCANARY31337"
 Edit = Callable[[dict[str, Any], Path], None]
@@ -41,20 +41,9 @@ def good_rows() -> list[dict[str, Any]]:
 
 
 def base_config(root: Path, input_path: Path) -> dict[str, Any]:
-    return {
-        "release": {"name": "events", "output_root": str(root), "data_period": "2026-W48"},
-        "input": {"path": str(input_path)},
-        "privacy_unit": {"column": "user"},
-        "partition_columns": ["key"],
-        "contribution_bounds": {"max_partitions_per_unit": 3, "max_rows_per_unit_per_partition": 2},
-        "metrics": [
-            {"metric": "privacy_id_count"},
-            {"metric": "count"},
-            {"metric": "sum", "column": "value", "lower": 0.0, "upper": 10.0},
-            {"metric": "mean", "column": "value", "lower": 0.0, "upper": 10.0},
-        ],
-        "budget": {"epsilon": 1.0, "delta": 1e-6},
-    }
+    raw = raw_job_config(root, input_path)
+    raw["release"]["data_period"] = "2026-W48"
+    return raw
 
 
 @pytest.fixture(scope="module")
