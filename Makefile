@@ -9,7 +9,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv check-java run test test-fast lint bench clean
+.PHONY: help venv check-java run test test-fast test-privacy test-airflow lint bench package clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -42,8 +42,19 @@ lint: $(STAMP) ## ruff, mypy (strict) and the import-direction contract
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-bench: $(STAMP) ## Benchmarks: sampler throughput vs OpenDP (ratios from one run)
-	$(PY) -m benchmarks.samplers
+test-privacy: $(STAMP) ## The full privacy verification tier (large-sample audits; see README)
+	$(PY) -m pytest -m privacy_full tests/privacy
+
+test-airflow: $(STAMP) ## The Airflow DAG test, with Airflow in its own venv (.venv-airflow)
+	bash scripts/test-airflow.sh
+
+BENCH_ROWS ?= 1000000,10000000
+export BENCH_ROWS
+bench: $(STAMP) ## Benchmarks: samplers vs OpenDP, DP job vs plain groupBy (BENCH_ROWS=1000000,10000000)
+	$(PY) -m benchmarks
+
+package: $(STAMP) ## Build the wheel and the relocatable environment archive into dist/
+	bash scripts/package.sh
 
 clean: ## Remove the venv, build outputs and local releases
 	rm -rf $(VENV) build dist *.egg-info data/movielens releases

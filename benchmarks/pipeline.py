@@ -230,6 +230,7 @@ def bench_config(table: SyntheticTable, output_root: Path) -> JobConfig:
                 {"metric": "mean", "column": "value", "lower": LOWER, "upper": UPPER},
             ],
             "budget": {"epsilon": 1.0, "delta": 1e-6},
+            "ledger": {"dataset": "bench", "lifetime_budget": {"epsilon": 1e9, "delta": 0.5}},
             "partition_selection": {"mechanism": "truncated_geometric"},
         },
         "benchmark config",

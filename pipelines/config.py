@@ -172,6 +172,49 @@ class BudgetConfig(_Frozen):
         return value
 
 
+class LifetimeBudgetConfig(_Frozen):
+    """The most (epsilon, delta) all releases of one dataset and privacy unit may spend."""
+
+    epsilon: float = Field(description="Lifetime epsilon of the dataset per privacy unit (> 0).")
+    delta: float = Field(default=0.0, description="Lifetime delta, 0 <= delta < 1.")
+
+    @field_validator("epsilon")
+    @classmethod
+    def _epsilon_positive(cls, value: float) -> float:
+        return BudgetConfig._epsilon_positive(value)
+
+    @field_validator("delta")
+    @classmethod
+    def _delta_in_range(cls, value: float) -> float:
+        return BudgetConfig._delta_in_range(value)
+
+
+class LedgerConfig(_Frozen):
+    """Where the spend of every run is recorded, and the lifetime budget it is checked against."""
+
+    dataset: str = Field(
+        description=(
+            "Name of the private dataset this job reads. Every release of the same dataset "
+            "and privacy unit draws on one lifetime budget (sequential composition)."
+        )
+    )
+    lifetime_budget: LifetimeBudgetConfig
+    path: str | None = Field(
+        default=None,
+        description=(
+            "SQLite ledger file on a local file system. Default: "
+            "<release.output_root>/_ledger/ledger.sqlite."
+        ),
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
 class PublicKeysConfig(_Frozen):
     """Partition keys known in advance, not derived from the private data."""
 
@@ -266,6 +309,7 @@ class JobConfig(_Frozen):
     contribution_bounds: ContributionBoundsConfig
     metrics: Annotated[list[MetricConfig], Field(min_length=1)]
     budget: BudgetConfig
+    ledger: LedgerConfig
     noise: Literal["laplace", "gaussian"] = Field(default="laplace")
     partition_selection: PartitionSelectionConfig = Field(default_factory=PartitionSelectionConfig)
     contracts: ContractsConfig = Field(
@@ -326,6 +370,13 @@ class JobConfig(_Frozen):
         if self.partition_selection.mechanism != "public":
             names = ["selection", *names]
         return {n: 1.0 / len(names) for n in names}
+
+    @property
+    def ledger_path(self) -> Path:
+        """The ledger file: ``ledger.path``, or ``_ledger/ledger.sqlite`` under the output root."""
+        if self.ledger.path is not None:
+            return Path(self.ledger.path)
+        return Path(self.release.output_root) / "_ledger" / "ledger.sqlite"
 
     @property
     def invalid_values(self) -> dict[str, str]:

@@ -42,6 +42,7 @@ def raw_job_config(output_root: Path, input_path: Path, **overrides: Any) -> dic
             {"metric": "mean", "column": "value", "lower": 0.0, "upper": 10.0},
         ],
         "budget": {"epsilon": 1.0, "delta": 1e-6},
+        "ledger": {"dataset": "events", "lifetime_budget": {"epsilon": 1000.0, "delta": 1e-3}},
     }
     return raw | overrides
 

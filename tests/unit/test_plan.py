@@ -28,6 +28,7 @@ def raw_config(**overrides: Any) -> dict[str, Any]:
             {"metric": "variance", "column": "v", "lower": 0.0, "upper": 10.0},
         ],
         "budget": {"epsilon": 1.0, "delta": 1e-6},
+        "ledger": {"dataset": "events", "lifetime_budget": {"epsilon": 10.0, "delta": 1e-5}},
     }
     return raw | overrides
 
