@@ -35,10 +35,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from py4j.protocol import Py4JJavaError  # type: ignore[import-untyped]
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -122,6 +123,76 @@ class Memory:
         )
 
 
+@dataclass(frozen=True)
+class TaskTime:
+    """Task time summed over every completed stage of the measured Spark jobs (seconds).
+
+    ``run`` is the tasks' wall time (executorRunTime), ``cpu`` their JVM CPU time
+    (executorCpuTime; Python workers, e.g. the noise UDF, are not included). Both count
+    work, not waiting for a core, so they are steadier than wall time on a shared machine.
+    """
+
+    run: float = 0.0
+    cpu: float = 0.0
+    stages: int = 0
+
+    def minus(self, other: TaskTime) -> TaskTime:
+        """Field-wise difference (for differencing graph prefixes)."""
+        return TaskTime(self.run - other.run, self.cpu - other.cpu, self.stages - other.stages)
+
+
+class TaskClock:
+    """Sums the task time of the Spark jobs a block runs, from Spark's own status store.
+
+    Each measured block runs under its own job group; afterwards the listener bus is
+    drained and the group's stages are read once each (a stage reused by a later job
+    counts once). Only stage-level totals reach the driver, never per-row data.
+    """
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._context = spark.sparkContext
+        self._blocks = 0
+
+    def _collect(self, group: str) -> TaskTime:
+        jsc: Any = self._context._jsc
+        jsc.sc().listenerBus().waitUntilEmpty()
+        store = jsc.sc().statusStore()
+        tracker = self._context.statusTracker()
+        seen: set[int] = set()
+        run_ms, cpu_ns = 0, 0
+        for job_id in tracker.getJobIdsForGroup(group):
+            info = tracker.getJobInfo(job_id)
+            for stage_id in list(info.stageIds) if info is not None else []:
+                if stage_id in seen:
+                    continue
+                seen.add(stage_id)
+                try:
+                    data = store.lastStageAttempt(int(stage_id))
+                except Py4JJavaError:  # a stage the store no longer holds
+                    continue
+                if str(data.status()) == "COMPLETE":
+                    run_ms += int(data.executorRunTime())
+                    cpu_ns += int(data.executorCpuTime())
+        return TaskTime(run_ms / 1e3, cpu_ns / 1e9, len(seen))
+
+    @contextmanager
+    def measuring(self) -> Iterator[Callable[[], TaskTime]]:
+        """Run the block under a fresh job group; the yielded callable gives its task time.
+
+        Call the callable after the block has ended.
+        """
+        self._blocks += 1
+        group = f"dprelease-bench-{self._blocks}"
+        measured: list[TaskTime] = [TaskTime()]
+        self._context.setJobGroup(group, group)
+        try:
+            yield lambda: measured[0]
+        finally:
+            jsc: Any = self._context._jsc
+            jsc.clearJobGroup()
+            measured[0] = self._collect(group)
+
+
 @dataclass
 class SizeResult:
     """Everything measured for one table size."""
@@ -130,16 +201,27 @@ class SizeResult:
     generate_seconds: float
     dp_seconds: list[float] = field(default_factory=list)
     baseline_seconds: list[float] = field(default_factory=list)
+    dp_tasks: list[TaskTime] = field(default_factory=list)
+    baseline_tasks: list[TaskTime] = field(default_factory=list)
     dp_memory: Memory = field(default_factory=Memory)
     baseline_memory: Memory = field(default_factory=Memory)
     stages: dict[str, float] = field(default_factory=dict)
+    stage_tasks: dict[str, TaskTime] = field(default_factory=dict)
     released_rows: int = 0
     plan_shape: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def ratios(self) -> list[float]:
-        """a/b for each alternating pair."""
+        """a/b wall time for each alternating pair."""
         return [a / b for a, b in zip(self.dp_seconds, self.baseline_seconds, strict=True)]
+
+    @property
+    def cpu_ratios(self) -> list[float]:
+        """a/b task CPU time for each alternating pair."""
+        return [
+            a.cpu / b.cpu if b.cpu > 0 else float("nan")
+            for a, b in zip(self.dp_tasks, self.baseline_tasks, strict=True)
+        ]
 
 
 def _rss_bytes(pid: int | str) -> int:
@@ -250,7 +332,11 @@ def baseline_frame(spark: SparkSession, table: SyntheticTable) -> DataFrame:
 
 
 def time_dp_job(spark: SparkSession, table: SyntheticTable, scratch: Path) -> tuple[float, int]:
-    """Wall seconds of one real ``run_release`` (a fresh release root), and its row count."""
+    """Wall seconds of one real ``run_release`` (a fresh release root), and its row count.
+
+    The release root (versions, operator area, ledger) is removed before and after, so
+    every run is a first release and the ledger never refuses it.
+    """
     root = scratch / "releases"
     shutil.rmtree(root, ignore_errors=True)
     config = bench_config(table, root)
@@ -273,6 +359,7 @@ def time_baseline(spark: SparkSession, table: SyntheticTable, scratch: Path) -> 
 
 
 def _noop(frame: DataFrame) -> float:
+    """Wall seconds of computing ``frame`` in full into Spark's ``noop`` sink."""
     start = time.perf_counter()
     frame.write.format("noop").mode("overwrite").save()
     return time.perf_counter() - start
@@ -293,8 +380,10 @@ def dp_graph(spark: SparkSession, table: SyntheticTable, scratch: Path) -> dict[
     return {"bounded": bounded, "aggregated": aggregated, "released": released}
 
 
-def stage_breakdown(spark: SparkSession, table: SyntheticTable, scratch: Path) -> dict[str, float]:
-    """Seconds per stage of the DP graph, by differencing successive prefixes.
+def stage_breakdown(
+    spark: SparkSession, clock: TaskClock, table: SyntheticTable, scratch: Path
+) -> tuple[dict[str, float], dict[str, TaskTime]]:
+    """Wall seconds and task time per stage of the DP graph, by differencing prefixes.
 
     Each prefix is a separate Spark job that re-reads the input: (1) read, clean and
     bound, to the noop sink; (2) ... and aggregate; (3) ... and select and noise; (4) the
@@ -302,17 +391,36 @@ def stage_breakdown(spark: SparkSession, table: SyntheticTable, scratch: Path) -
     ``run_release``.
     """
     graph = dp_graph(spark, table, scratch)
-    totals = [_noop(graph["bounded"]), _noop(graph["aggregated"]), _noop(graph["released"])]
     out = scratch / "breakdown"
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    graph["released"].write.parquet(str(out))
-    totals.append(time.perf_counter() - start)
+
+    def to_parquet(frame: DataFrame) -> float:
+        start = time.perf_counter()
+        frame.write.parquet(str(out))
+        return time.perf_counter() - start
+
+    steps: list[tuple[Callable[[DataFrame], float], DataFrame]] = [
+        (_noop, graph["bounded"]),
+        (_noop, graph["aggregated"]),
+        (_noop, graph["released"]),
+        (to_parquet, graph["released"]),
+    ]
+    walls: list[float] = []
+    tasks: list[TaskTime] = []
+    for action, frame in steps:
+        with clock.measuring() as measured:
+            walls.append(action(frame))
+        tasks.append(measured())
     shutil.rmtree(out, ignore_errors=True)
-    previous = [0.0, *totals[:-1]]
-    return {
-        stage: total - before for stage, total, before in zip(STAGES, totals, previous, strict=True)
+    wall = {
+        stage: total - before
+        for stage, total, before in zip(STAGES, walls, [0.0, *walls[:-1]], strict=True)
     }
+    task = {
+        stage: total.minus(before)
+        for stage, total, before in zip(STAGES, tasks, [TaskTime(), *tasks[:-1]], strict=True)
+    }
+    return wall, task
 
 
 def plan_shape(frame: DataFrame) -> dict[str, int]:
@@ -327,27 +435,36 @@ def plan_shape(frame: DataFrame) -> dict[str, int]:
 
 
 def run_size(
-    spark: SparkSession, probe: MemoryProbe, rows: int, repeats: int, work_dir: Path
+    spark: SparkSession,
+    probe: MemoryProbe,
+    clock: TaskClock,
+    rows: int,
+    repeats: int,
+    work_dir: Path,
 ) -> SizeResult:
-    """Generate (or reuse) the table of ``rows`` rows and measure it."""
+    """Generate (or reuse) the table of ``rows`` rows and measure it: pairs, then stages."""
     start = time.perf_counter()
     table = synthetic_table(spark, rows, work_dir / "data")
     result = SizeResult(rows=rows, generate_seconds=time.perf_counter() - start)
     scratch = work_dir / "out"
     for repeat in range(repeats):
-        with probe.measuring() as peak:
+        with probe.measuring() as peak, clock.measuring() as tasks:
             seconds, result.released_rows = time_dp_job(spark, table, scratch)
         result.dp_seconds.append(seconds)
+        result.dp_tasks.append(tasks())
         result.dp_memory = result.dp_memory.merge(peak())
-        with probe.measuring() as peak:
+        with probe.measuring() as peak, clock.measuring() as tasks:
             result.baseline_seconds.append(time_baseline(spark, table, scratch))
+        result.baseline_tasks.append(tasks())
         result.baseline_memory = result.baseline_memory.merge(peak())
-        _say(
-            f"N={rows:,} pair {repeat + 1}/{repeats}: DP {seconds:.1f}s, "
-            f"baseline {result.baseline_seconds[-1]:.1f}s, ratio {result.ratios[-1]:.2f}"
+        say(
+            f"N={rows:,} pair {repeat + 1}/{repeats}: DP {seconds:.1f}s "
+            f"(task CPU {result.dp_tasks[-1].cpu:.1f}s), baseline "
+            f"{result.baseline_seconds[-1]:.1f}s (task CPU {result.baseline_tasks[-1].cpu:.1f}s), "
+            f"ratio {result.ratios[-1]:.2f}"
         )
-    result.stages = stage_breakdown(spark, table, scratch)
-    _say(f"N={rows:,} stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.stages.items()))
+    result.stages, result.stage_tasks = stage_breakdown(spark, clock, table, scratch)
+    say(f"N={rows:,} stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.stages.items()))
     result.plan_shape = {
         "DP job": plan_shape(dp_graph(spark, table, scratch)["released"]),
         "baseline": plan_shape(baseline_frame(spark, table)),
@@ -355,7 +472,7 @@ def run_size(
     return result
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
@@ -363,10 +480,45 @@ def _mib(value: int) -> str:
     return f"{value / 2**20:,.0f}"
 
 
+def _growth_table(results: list[SizeResult]) -> str:
+    """Time per million rows and growth against the smallest size, for (a) and (b)."""
+    first = results[0]
+    rows = []
+    for r in results:
+        dp, base = median(r.dp_seconds), median(r.baseline_seconds)
+        dp_cpu = median([t.cpu for t in r.dp_tasks])
+        base_cpu = median([t.cpu for t in r.baseline_tasks])
+        rows.append(
+            [
+                f"{r.rows:,}",
+                f"{r.rows / first.rows:g}x",
+                f"{dp / median(first.dp_seconds):.2f}x",
+                f"{base / median(first.baseline_seconds):.2f}x",
+                f"{dp / r.rows * 1e6:.2f}",
+                f"{base / r.rows * 1e6:.2f}",
+                f"{dp_cpu / r.rows * 1e6:.2f}",
+                f"{base_cpu / r.rows * 1e6:.2f}",
+            ]
+        )
+    header = [
+        "rows N",
+        "N growth",
+        "(a) wall growth",
+        "(b) wall growth",
+        "(a) wall s per 1M rows",
+        "(b) wall s per 1M rows",
+        "(a) task CPU s per 1M rows",
+        "(b) task CPU s per 1M rows",
+    ]
+    return markdown_table(header, rows)
+
+
 def pipeline_section(results: list[SizeResult], repeats: int) -> str:
     """The pipeline results as Markdown: times and ratios, scaling, memory, stages, plans."""
     timing = []
     for r in results:
+        dp_cpu = median([t.cpu for t in r.dp_tasks])
+        base_cpu = median([t.cpu for t in r.baseline_tasks])
         timing.append(
             [
                 f"{r.rows:,}",
@@ -376,11 +528,16 @@ def pipeline_section(results: list[SizeResult], repeats: int) -> str:
                 ", ".join(f"{x:.2f}" for x in r.ratios),
                 " / ".join(f"{x:.1f}" for x in r.dp_seconds),
                 " / ".join(f"{x:.1f}" for x in r.baseline_seconds),
+                f"{dp_cpu:.1f}",
+                f"{base_cpu:.1f}",
+                ", ".join(f"{x:.2f}" for x in r.cpu_ratios),
                 f"{r.released_rows:,}",
             ]
         )
     text = (
         f"### DP release job (a) vs plain groupBy (b), median of {repeats} alternating pairs\n\n"
+        "Wall time is the headline. Task CPU is the JVM CPU time of all Spark tasks of the "
+        "run (Python workers excluded), which other load on the machine barely moves.\n\n"
         + markdown_table(
             [
                 "rows N",
@@ -390,6 +547,9 @@ def pipeline_section(results: list[SizeResult], repeats: int) -> str:
                 "a/b per pair",
                 "(a) runs s",
                 "(b) runs s",
+                "(a) task CPU s",
+                "(b) task CPU s",
+                "a/b task CPU per pair",
                 "released keys",
             ],
             timing,
@@ -397,35 +557,7 @@ def pipeline_section(results: list[SizeResult], repeats: int) -> str:
         + "\n"
     )
     if len(results) > 1:
-        first = results[0]
-        scaling = []
-        for r in results:
-            growth = r.rows / first.rows
-            scaling.append(
-                [
-                    f"{r.rows:,}",
-                    f"{growth:g}x",
-                    f"{median(r.dp_seconds) / median(first.dp_seconds):.2f}x",
-                    f"{median(r.baseline_seconds) / median(first.baseline_seconds):.2f}x",
-                    f"{median(r.dp_seconds) / r.rows * 1e6:.2f}",
-                    f"{median(r.baseline_seconds) / r.rows * 1e6:.2f}",
-                ]
-            )
-        text += (
-            "\n#### Scaling in N\n\n"
-            + markdown_table(
-                [
-                    "rows N",
-                    "N growth",
-                    "(a) time growth",
-                    "(b) time growth",
-                    "(a) s per 1M rows",
-                    "(b) s per 1M rows",
-                ],
-                scaling,
-            )
-            + "\n"
-        )
+        text += "\n#### Scaling in N\n\n" + _growth_table(results) + "\n"
     memory = []
     for r in results:
         for label, m in (("(a) DP job", r.dp_memory), ("(b) groupBy", r.baseline_memory)):
@@ -451,20 +583,28 @@ def pipeline_section(results: list[SizeResult], repeats: int) -> str:
     stages = []
     for r in results:
         total = sum(r.stages.values())
-        publish = median(r.dp_seconds) - total
+        total_cpu = sum(t.cpu for t in r.stage_tasks.values())
         stages.append(
             [f"{r.rows:,}"]
-            + [f"{r.stages[s]:.1f} ({r.stages[s] / total:.0%})" for s in STAGES]
-            + [f"{total:.1f}", f"{publish:.1f}"]
+            + [
+                f"{r.stages[s]:.1f} ({r.stages[s] / total:.0%}); CPU {r.stage_tasks[s].cpu:.1f}"
+                for s in STAGES
+            ]
+            + [
+                f"{total:.1f}; CPU {total_cpu:.1f}",
+                f"{median(r.dp_seconds) - total:.1f}",
+            ]
         )
     text += (
-        "\n#### Stage breakdown of (a), seconds (one diagnostic run per N)\n\n"
+        "\n#### Stage breakdown of (a): wall s (share); task CPU s (one diagnostic run per N)\n\n"
         "Measured by running successive prefixes of the DP graph (read+clean+bound, "
         "+aggregate, +select and noise) into Spark's `noop` sink, then the full graph into "
-        "Parquet, and differencing the wall times. Each prefix re-reads the input, so reading "
-        "counts in bounding. 'publish + rest' = median (a) minus the full graph: check, "
-        "checksums, manifest, rename, and run-to-run noise.\n\n"
-        + markdown_table(["rows N", *STAGES, "graph total", "publish + rest"], stages)
+        "Parquet, and differencing the wall and task CPU times. Each prefix re-reads the "
+        "input, so reading counts in bounding; small differences are within run-to-run noise "
+        "(they can come out negative). 'outside the graph' = median (a) minus the graph "
+        "total: the input and output contracts (Great Expectations), the persisted aggregate "
+        "and its count, checksums, manifest, ledger, rename, and run-to-run noise.\n\n"
+        + markdown_table(["rows N", *STAGES, "graph total", "outside the graph"], stages)
         + "\n"
     )
     shapes = []
@@ -477,18 +617,12 @@ def pipeline_section(results: list[SizeResult], repeats: int) -> str:
     return text
 
 
-def _sampler_rows() -> list[dict[str, object]]:
-    try:
-        from benchmarks.samplers import sampler_rows  # the sampler benchmark's own module
-    except ImportError as error:
-        _say(f"sampler benchmark unavailable ({error}); skipping it")
-        return []
-    return sampler_rows()
+def run_pipeline(options: BenchOptions) -> tuple[Machine, list[SizeResult]]:
+    """Measure every size in ``options.rows`` in one Spark session (stopped on return).
 
-
-def main() -> None:
-    """Run the benchmark and append one section to BENCHMARKS.md."""
-    options = BenchOptions.from_environment()
+    Returns the machine description (load average taken before and after) and one
+    result per size, in order.
+    """
     options.work_dir.mkdir(parents=True, exist_ok=True)
     spark = bench_session()
     try:
@@ -507,27 +641,34 @@ def main() -> None:
             spark.version, str(jvm.java.lang.System.getProperty("java.version")), settings
         )
         probe = MemoryProbe(spark)
-        _say(f"warm-up on {WARMUP_ROWS:,} rows")
+        clock = TaskClock(spark)
+        say(f"warm-up on {WARMUP_ROWS:,} rows")
         warmup = synthetic_table(spark, WARMUP_ROWS, options.work_dir / "data")
         time_dp_job(spark, warmup, options.work_dir / "out")
         time_baseline(spark, warmup, options.work_dir / "out")
         results = [
-            run_size(spark, probe, rows, options.repeats, options.work_dir) for rows in options.rows
+            run_size(spark, probe, clock, rows, options.repeats, options.work_dir)
+            for rows in options.rows
         ]
     finally:
         spark.stop()
-    samplers = _sampler_rows() if options.samplers else []
-    machine = Machine(**{**machine.__dict__, "load_after": os.getloadavg()})
+    return replace(machine, load_after=os.getloadavg()), results
+
+
+def main() -> None:
+    """Run the pipeline benchmark alone (no sampler section) and append it to the log."""
+    options = BenchOptions.from_environment()
+    machine, results = run_pipeline(options)
     text = (
         machine_section(machine)
         + "\n"
         + pipeline_section(results, options.repeats)
         + "\n"
-        + sampler_section(samplers)
+        + sampler_section([])
     )
     path = append_report(text, options.log)
     print(text)
-    _say(f"appended to {path}")
+    say(f"appended to {path}")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,17 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines)
 
 
+def _load_note(machine: Machine) -> str:
+    """Whether other work shared the machine during the run, judged from the load average."""
+    busiest = max(*machine.load_before, *machine.load_after)
+    if busiest > machine.cores:
+        return (
+            f"LOADED: other processes shared the {machine.cores} cores during this run, "
+            "so wall times are inflated and noisy; task CPU times are steadier"
+        )
+    return "other work on the machine makes timings noisy"
+
+
 def machine_section(machine: Machine) -> str:
     """The run's heading and its machine description."""
     load = ", ".join(f"{x:.2f}" for x in machine.load_before)
@@ -125,7 +136,7 @@ def machine_section(machine: Machine) -> str:
         f"- versions: Python {machine.python}, Spark {machine.spark}, Java {machine.java}; "
         f"commit {machine.commit}\n"
         f"- load average (1, 5, 15 min) before: {load}; after: {load_after} "
-        "(other work on the machine makes timings noisy)\n"
+        f"({_load_note(machine)})\n"
         f"- Spark settings: {settings}\n"
     )
 

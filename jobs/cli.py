@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.aggregation import ArithmeticBoundError
-from pipelines.config import ConfigError, config_json_schema, load_config
+from pipelines.config import ConfigError, JobConfig, config_json_schema, load_config
 from pipelines.contracts import OutputContractError
+from pipelines.ledger import BudgetRefused, SqliteLedger, export_entries
 from pipelines.plan import build_plan, describe_plan
 from pipelines.release import PublishError, published_versions, read_manifest, verify_release
 from pipelines.source import InputContractError
@@ -86,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
         "release_dir", help="a version directory, or a release directory (all versions)"
     )
     sub.add_parser("schema", help="print the JSON Schema of job configs")
+    ledger = sub.add_parser("ledger", help="the privacy budget ledger of a job's dataset")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    ledger_show = ledger_sub.add_parser(
+        "show", help="print every charged run and the remaining lifetime budget"
+    )
+    ledger_show.add_argument("config", help="job config (YAML): names the ledger and dataset")
+    ledger_export = ledger_sub.add_parser(
+        "export", help="print the dataset's ledger entries as JSON lines or CSV"
+    )
+    ledger_export.add_argument("config", help="job config (YAML): names the ledger and dataset")
+    ledger_export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     return parser
 
 
@@ -125,6 +137,11 @@ def run_command(
         "rows": result.row_count,
         "epsilon": result.epsilon,
         "delta": result.delta,
+        "dataset": result.budget.dataset,
+        "spent_epsilon": result.budget.spent_epsilon,
+        "spent_delta": result.budget.spent_delta,
+        "remaining_epsilon": result.budget.remaining_epsilon,
+        "remaining_delta": result.budget.remaining_delta,
     }
     print(json.dumps(summary), flush=True)
     return ExitCode.OK if result.status == "published" else ExitCode.ALREADY_PUBLISHED
@@ -160,7 +177,52 @@ def _command_schema(_: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def _open_ledger(config_path: str) -> tuple[SqliteLedger, JobConfig]:
+    config = load_config(config_path)
+    if not config.ledger_path.is_file():
+        raise ConfigError(f"ledger.path: no ledger at {config.ledger_path} (no run charged yet)")
+    from pipelines.job import open_ledger
+
+    return open_ledger(config), config
+
+
+def _command_ledger(args: argparse.Namespace) -> ExitCode:
+    ledger, config = _open_ledger(args.config)
+    entries = ledger.entries(config.ledger.dataset)
+    if args.ledger_command == "export":
+        sys.stdout.write(export_entries(entries, args.format))
+        return ExitCode.OK
+    print(f"ledger {ledger.path}, dataset {config.ledger.dataset!r}")
+    header = ("created_at", "run_id", "release", "data_period", "epsilon", "delta", "status")
+    rows = [header] + [
+        (
+            e.created_at,
+            e.run_id,
+            e.release,
+            e.data_period,
+            f"{e.epsilon:.6g}",
+            f"{e.delta:.3g}",
+            e.status + (f" {e.version}" if e.version else ""),
+        )
+        for e in entries
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    units = sorted({e.privacy_unit for e in entries} | {config.privacy_unit.column})
+    for unit in units:
+        state = ledger.state(
+            config.ledger.dataset,
+            unit,
+            config.ledger.lifetime_budget.epsilon,
+            config.ledger.lifetime_budget.delta,
+        )
+        print(json.dumps(state.to_dict()))
+    return ExitCode.OK
+
+
 COMMANDS = {
+    "ledger": _command_ledger,
     "plan": _command_plan,
     "show": _command_show,
     "verify": _command_verify,
@@ -172,6 +234,8 @@ def exit_code_for(error: Exception) -> ExitCode:
     """The documented exit code for an error a command raised."""
     if isinstance(error, ConfigError | ArithmeticBoundError):
         return ExitCode.CONFIG_ERROR
+    if isinstance(error, BudgetRefused):
+        return ExitCode.BUDGET_REFUSED
     if isinstance(error, InputContractError):
         return ExitCode.INPUT_CONTRACT_FAILED
     if isinstance(error, OutputContractError):
@@ -183,6 +247,8 @@ def _log_failure(error: Exception) -> None:
     """One operator log line per failure: the message of errors we raise, else the type only."""
     if isinstance(error, ConfigError | ArithmeticBoundError | InputContractError):
         log.error("%s", error)
+    elif isinstance(error, BudgetRefused):
+        log.error("%s; nothing was read, charged or published", error)
     elif isinstance(error, OutputContractError):
         log.error("output contract failed, nothing was published: %s", error)
     elif isinstance(error, PublishError):

@@ -9,6 +9,7 @@ written outside the operator's staging area.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from pipelines.aggregation import (
     check_exact_arithmetic,
 )
 from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded
-from pipelines.config import JobConfig
+from pipelines.config import ConfigError, JobConfig
 from pipelines.contracts import (
     ObservedInput,
     OperatorReport,
@@ -39,6 +40,7 @@ from pipelines.contracts import (
     operator_dir,
     rows_meeting_contract,
 )
+from pipelines.ledger import BudgetState, LedgerEntry, SqliteLedger
 from pipelines.manifest import ReleaseIdentity, build_manifest, render_readme
 from pipelines.noising import NoiseSource, SecureNoise, apply_noise, output_type
 from pipelines.plan import ReleasePlan, build_plan
@@ -48,6 +50,7 @@ from pipelines.release import (
     describe_schema,
     discard_staging,
     publish,
+    published_versions,
     read_manifest,
     release_dir,
     staging_dir,
@@ -84,6 +87,7 @@ class ReleaseResult:
     row_count: int
     epsilon: float
     delta: float
+    budget: BudgetState
 
 
 def release_schema(plan: ReleasePlan, keys: T.StructType) -> pa.Schema:
@@ -157,14 +161,39 @@ def run_release(
     """
     plan = build_plan(config)
     check_exact_arithmetic(plan)
+    ledger = open_ledger(config)
     release = release_dir(config.release.output_root, config.release.name)
+    reconcile_ledger(ledger, release, config)
     existing = version_for_period(release, config.release.data_period)
     if existing is not None and not supersede:
         log.info(
             "release %s %s already published for this period", config.release.name, existing.name
         )
-        return _result("already_published", config, existing, plan)
+        return _result("already_published", config, existing, budget_state(ledger, config))
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:12]
+    # The full spend is charged before any data is read; BudgetRefused leaves no trace.
+    budget = ledger.reserve(
+        LedgerEntry.reservation(
+            run_id=run_id,
+            dataset=config.ledger.dataset,
+            privacy_unit=config.privacy_unit.column,
+            release=config.release.name,
+            data_period=config.release.data_period,
+            epsilon=plan.composition.epsilon,
+            delta=plan.composition.delta,
+        ),
+        config.ledger.lifetime_budget.epsilon,
+        config.ledger.lifetime_budget.delta,
+    )
+    log.info(
+        "run %s: charged epsilon=%.6g delta=%.3g to dataset %s; spent %.6g of %.6g",
+        run_id,
+        plan.composition.epsilon,
+        plan.composition.delta,
+        config.ledger.dataset,
+        budget.spent_epsilon,
+        budget.lifetime_epsilon,
+    )
     staging: Path | None = None
     try:
         release.mkdir(parents=True, exist_ok=True)
@@ -173,6 +202,7 @@ def run_release(
     except OSError as error:
         if staging is not None:
             discard_staging(staging)
+        _mark(ledger, run_id, "failed")
         raise InputContractError(
             f"release.output_root: cannot create {release} ({error.strerror or error})"
         ) from None
@@ -204,27 +234,113 @@ def run_release(
             identity = ReleaseIdentity.now(
                 config.release.name, version, run_id, config.release.data_period, previous
             )
-            manifest = build_manifest(plan, identity, describe_schema(schema), data_files)
+            manifest = build_manifest(
+                plan, identity, describe_schema(schema), data_files, cumulative_spend(budget)
+            )
             write_text_last(staging, manifest, render_readme(manifest))
 
         version = publish(staging, release, stamp)
     except BaseException as error:
         discard_staging(staging)
+        _mark(ledger, run_id, "failed")
         report.finish(_status(error))
         raise
     finally:
         if aggregated is not None:
             aggregated.unpersist()
+    _mark(ledger, run_id, "published", version.name)
     report.finish("published", version.name)
     log.info("published %s %s", config.release.name, version.name)
-    return _result("published", config, version, plan)
+    return _result("published", config, version, budget)
+
+
+def open_ledger(config: JobConfig) -> SqliteLedger:
+    """The job's ledger (created on first use); an unusable path is a config error."""
+    try:
+        return SqliteLedger(config.ledger_path)
+    except (OSError, sqlite3.Error) as error:
+        where = (
+            "ledger.path"
+            if config.ledger.path
+            else "ledger.path (default: under release.output_root)"
+        )
+        detail = f"{type(error).__name__}: {error}"
+        raise ConfigError(
+            f"{where}: cannot open the ledger {config.ledger_path} ({detail})"
+        ) from None
+
+
+def budget_state(ledger: SqliteLedger, config: JobConfig) -> BudgetState:
+    """The lifetime budget of the job's dataset and privacy unit, as charged so far."""
+    return ledger.state(
+        config.ledger.dataset,
+        config.privacy_unit.column,
+        config.ledger.lifetime_budget.epsilon,
+        config.ledger.lifetime_budget.delta,
+    )
+
+
+def cumulative_spend(budget: BudgetState) -> dict[str, object]:
+    """The manifest's cumulative statement: every charge to the dataset up to this run's."""
+    return {
+        "dataset": budget.dataset,
+        "privacy_unit": budget.privacy_unit,
+        "epsilon": budget.spent_epsilon,
+        "delta": budget.spent_delta,
+        "lifetime_epsilon": budget.lifetime_epsilon,
+        "lifetime_delta": budget.lifetime_delta,
+        "charges": budget.charges,
+        "statement": (
+            f"sequential (basic) composition over the {budget.charges} charged run(s) of "
+            f"dataset {budget.dataset!r} per {budget.privacy_unit!r}, this one included "
+            "(published, superseded, failed and retried runs all count)"
+        ),
+    }
+
+
+def reconcile_ledger(ledger: SqliteLedger, release: Path, config: JobConfig) -> None:
+    """Mark as published the reserved runs of this release whose version is visible.
+
+    A driver killed between publication and its ledger update leaves its entry
+    ``reserved``: still charged (so the budget stays safe), only mislabelled. Runs with
+    no visible version stay ``reserved``: they are running, or died, and stay charged.
+    """
+    reserved = {
+        e.run_id
+        for e in ledger.entries(config.ledger.dataset)
+        if e.status == "reserved" and e.release == config.release.name
+    }
+    if not reserved:
+        return
+    for version in published_versions(release):
+        run_id = read_manifest(version.path)["release"]["run_id"]
+        if run_id in reserved:
+            ledger.mark(run_id, "published", version.name)
+            log.info("ledger: run %s recorded as published %s", run_id, version.name)
+
+
+def _mark(
+    ledger: SqliteLedger,
+    run_id: str,
+    status: Literal["published", "failed"],
+    version: str | None = None,
+) -> None:
+    """Record how a charged run ended; a ledger error here must not hide the run's outcome.
+
+    If the update fails the entry stays ``reserved``, which is still charged, and
+    ``reconcile_ledger`` relabels it once its version is visible.
+    """
+    try:
+        ledger.mark(run_id, status, version)
+    except Exception as error:
+        log.error("ledger: could not mark run %s %s (%s)", run_id, status, type(error).__name__)
 
 
 def _result(
     status: Literal["published", "already_published"],
     config: JobConfig,
     version: Version,
-    plan: ReleasePlan,
+    budget: BudgetState,
 ) -> ReleaseResult:
     manifest = read_manifest(version.path)
     return ReleaseResult(
@@ -235,4 +351,5 @@ def _result(
         row_count=int(manifest["data"]["row_count"]),
         epsilon=float(manifest["privacy"]["epsilon"]),
         delta=float(manifest["privacy"]["delta"]),
+        budget=budget,
     )

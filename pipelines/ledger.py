@@ -174,7 +174,7 @@ class BudgetState:
     """Lifetime budget and total charged spend of one (dataset, privacy unit).
 
     ``spent_*`` are the exact sums of all charges (reserved, published and failed),
-    rounded to the nearest double for display.
+    rounded to the nearest double for display; ``charges`` is how many runs they are.
     """
 
     dataset: str
@@ -183,6 +183,7 @@ class BudgetState:
     lifetime_delta: float
     spent_epsilon: float
     spent_delta: float
+    charges: int = 0
 
     @property
     def remaining_epsilon(self) -> float:
@@ -257,13 +258,26 @@ class LedgerStore(Protocol):
         ...
 
 
-def _spent(amounts: Iterable[tuple[float, float]]) -> tuple[Fraction, Fraction]:
+@dataclass(frozen=True)
+class _Spent:
+    """Exact sums of (ε, δ) charges and how many charges they are."""
+
+    epsilon: Fraction
+    delta: Fraction
+    charges: int
+
+    def plus(self, epsilon: float, delta: float) -> _Spent:
+        return _Spent(
+            self.epsilon + Fraction(epsilon), self.delta + Fraction(delta), self.charges + 1
+        )
+
+
+def _spent(amounts: Iterable[tuple[float, float]]) -> _Spent:
     """Exact sums of (ε, δ) charges: no float addition, nothing rounded."""
-    epsilon, delta = Fraction(0), Fraction(0)
+    total = _Spent(Fraction(0), Fraction(0), 0)
     for entry_epsilon, entry_delta in amounts:
-        epsilon += Fraction(entry_epsilon)
-        delta += Fraction(entry_delta)
-    return epsilon, delta
+        total = total.plus(entry_epsilon, entry_delta)
+    return total
 
 
 def _admits(spent: Fraction, requested: float, lifetime: float) -> bool:
@@ -275,15 +289,16 @@ def _budget_state(
     privacy_unit: str,
     lifetime_epsilon: float,
     lifetime_delta: float,
-    spent: tuple[Fraction, Fraction],
+    spent: _Spent,
 ) -> BudgetState:
     return BudgetState(
         dataset=dataset,
         privacy_unit=privacy_unit,
         lifetime_epsilon=float(lifetime_epsilon),
         lifetime_delta=float(lifetime_delta),
-        spent_epsilon=float(spent[0]),
-        spent_delta=float(spent[1]),
+        spent_epsilon=float(spent.epsilon),
+        spent_delta=float(spent.delta),
+        charges=spent.charges,
     )
 
 
@@ -372,9 +387,7 @@ class SqliteLedger:
         connection.execute("COMMIT")
 
     @staticmethod
-    def _charges(
-        connection: sqlite3.Connection, dataset: str, privacy_unit: str
-    ) -> tuple[Fraction, Fraction]:
+    def _charges(connection: sqlite3.Connection, dataset: str, privacy_unit: str) -> _Spent:
         # Every status is charged: reserved, published and failed.
         rows = connection.execute(
             "SELECT epsilon, delta FROM ledger_entries WHERE dataset = ? AND privacy_unit = ?",
@@ -418,8 +431,8 @@ class SqliteLedger:
                 )
             spent = self._charges(connection, entry.dataset, entry.privacy_unit)
             if not (
-                _admits(spent[0], entry.epsilon, lifetime_epsilon)
-                and _admits(spent[1], entry.delta, lifetime_delta)
+                _admits(spent.epsilon, entry.epsilon, lifetime_epsilon)
+                and _admits(spent.delta, entry.delta, lifetime_delta)
             ):
                 state = _budget_state(
                     entry.dataset, entry.privacy_unit, lifetime_epsilon, lifetime_delta, spent
@@ -430,7 +443,7 @@ class SqliteLedger:
                 f"VALUES ({', '.join('?' for _ in _COLUMNS)})",
                 tuple(getattr(entry, name) for name in _COLUMNS),
             )
-            after = (spent[0] + Fraction(entry.epsilon), spent[1] + Fraction(entry.delta))
+            after = spent.plus(entry.epsilon, entry.delta)
             return _budget_state(
                 entry.dataset, entry.privacy_unit, lifetime_epsilon, lifetime_delta, after
             )

@@ -4,7 +4,7 @@ Each case runs `dprelease run` in-process (on the shared test session) against a
 release root that already holds v0001, and asserts: the exit code; a message that names the
 field, column or file; no JSON summary (nothing published); v0001 byte-for-byte intact and
 still verifying; and that no message, log line or operator report echoes a private value.
-Not catalogued: a config that would exceed the ledger's budget (the ledger does not exist yet).
+The golden root carries the ledger that charged v0001, so budget cases meet a real history.
 """
 
 from __future__ import annotations
@@ -126,6 +126,12 @@ def unwritable_root(raw: dict[str, Any], directory: Path) -> None:
     raw["release"]["output_root"] = str(blocker / "releases")
 
 
+def unusable_ledger(raw: dict[str, Any], directory: Path) -> None:
+    blocker = directory / "a-file"
+    blocker.write_text("not a directory")
+    raw["ledger"]["path"] = str(blocker / "ledger.sqlite")
+
+
 def with_schema(**types: pa.DataType) -> pa.Schema:
     return pa.schema([(name, types.get(name, EVENTS.field(name).type)) for name in EVENTS.names])
 
@@ -147,6 +153,7 @@ class Case:
 
 
 CONFIG, INPUT = ExitCode.CONFIG_ERROR, ExitCode.INPUT_CONTRACT_FAILED
+BUDGET = ExitCode.BUDGET_REFUSED
 CASES = [
     # Budget.
     Case("epsilon_zero", CONFIG, ("budget.epsilon",), put("budget.epsilon", 0)),
@@ -320,7 +327,29 @@ CASES = [
         ("input: cannot read", "nowhere.parquet"),
         put("input.path", "/nonexistent/nowhere.parquet"),
     ),
-    Case("output_root_not_writable", INPUT, ("release.output_root",), unwritable_root),
+    Case("output_root_not_writable", CONFIG, ("release.output_root",), unwritable_root),
+    # The privacy budget ledger.
+    Case(
+        "lifetime_budget_exceeded",
+        BUDGET,
+        ("privacy budget refused", "'events'", "requested ε=1", "remaining ε=0.5"),
+        put("ledger.lifetime_budget.epsilon", 1.5),
+    ),
+    Case(
+        "lifetime_delta_exceeded",
+        BUDGET,
+        ("privacy budget refused", "requested", "δ=1e-06"),
+        put("ledger.lifetime_budget.delta", 1.5e-6),
+    ),
+    Case("ledger_missing", CONFIG, ("ledger: required field is missing",), remove("ledger")),
+    Case("ledger_dataset_blank", CONFIG, ("ledger.dataset",), put("ledger.dataset", "  ")),
+    Case(
+        "lifetime_epsilon_negative",
+        CONFIG,
+        ("ledger.lifetime_budget.epsilon",),
+        put("ledger.lifetime_budget.epsilon", -1.0),
+    ),
+    Case("ledger_path_unusable", CONFIG, ("ledger.path", "cannot open"), unusable_ledger),
     Case("public_keys_file_missing", INPUT, ("public_keys: cannot read",), public_keys(None)),
     Case(
         "public_keys_with_duplicates",

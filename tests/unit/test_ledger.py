@@ -201,7 +201,7 @@ def test_remaining_is_clamped_when_the_lifetime_is_lowered(ledger: SqliteLedger)
     every further run and reports 0 remaining, never a negative budget."""
     ledger.reserve(reservation(0.8), 1.0, 0.0)
     state = ledger.state("ratings", "user_id", 0.5, 0.0)
-    assert state == BudgetState("ratings", "user_id", 0.5, 0.0, 0.8, 0.0)
+    assert state == BudgetState("ratings", "user_id", 0.5, 0.0, 0.8, 0.0, 1)
     assert state.remaining_epsilon == 0.0
     with pytest.raises(BudgetRefused):
         ledger.reserve(reservation(0.0), 0.5, 0.0)
