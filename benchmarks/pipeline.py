@@ -1,6 +1,7 @@
 """Pipeline benchmark: the DP release job against the speed of light (a plain groupBy).
 
-Run with ``python -m benchmarks.pipeline`` (``make bench``). Knobs, from the environment:
+Run with ``python -m benchmarks`` (``make bench``: samplers, then this), or alone with
+``python -m benchmarks.pipeline``. Knobs, from the environment:
 
 - ``BENCH_ROWS``: comma-separated table sizes (default ``1000000,10000000``);
 - ``BENCH_REPEATS``: timed (a, b) pairs per size (default 3);

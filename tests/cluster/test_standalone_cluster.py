@@ -45,7 +45,7 @@ HOST = "127.0.0.1"
 # host that runs the original, so the workers must look like two hosts.
 WORKER_HOSTS = ("127.0.0.1", "127.0.0.2")
 START_TIMEOUT = 120.0
-JOB_TIMEOUT = 240.0
+JOB_TIMEOUT = 600.0
 
 
 # --- processes ------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from pipelines.plan import ROWS, UNITS, ReleasePlan
 REAL_BOUND_CONTRIBUTIONS = pipelines.job.bound_contributions
 REAL_APPLY_NOISE = pipelines.job.apply_noise
 REAL_AGGREGATED_FRAME = pipelines.job.aggregated_frame
+REAL_SELECT_ENCODED = pipelines.job.select_encoded
 
 
 # (i) Half the noise scale, through the NoiseSource seam.
@@ -55,6 +56,13 @@ def bound_contributions_ignoring_l0(
     linf = plan.bounds.max_rows_per_unit_per_partition
     unbounded = dataclasses.replace(plan, bounds=ContributionBounds(2**31 - 1, linf))
     return REAL_BOUND_CONTRIBUTIONS(encoded, unbounded, salt)
+
+
+# Wrong unit: every row bounded as if it were its own privacy unit (row-level bounding).
+def select_encoded_with_rows_as_units(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
+    unit = plan.config.privacy_unit.column
+    row_ids = rows.withColumn(unit, F.monotonically_increasing_id().cast(T.StringType()))
+    return REAL_SELECT_ENCODED(row_ids, plan)
 
 
 # (iii) Textbook float noise added to a double sum (and the grid guard switched off).
@@ -135,6 +143,8 @@ def use_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> object | None:
         return HalfScaleNoise()
     if variant == "l0_ignored":
         monkeypatch.setattr(pipelines.job, "bound_contributions", bound_contributions_ignoring_l0)
+    elif variant == "wrong_unit":
+        monkeypatch.setattr(pipelines.job, "select_encoded", select_encoded_with_rows_as_units)
     elif variant == "float_noise":
         monkeypatch.setattr(pipelines.job, "apply_noise", apply_float_noise_to_sums)
         monkeypatch.setattr(pipelines.job, "check_output_contract", passing_output_contract)

@@ -57,7 +57,7 @@ class Design:
     groups: int = 0
     group_size: int = 8
     selection_keys: int = 0
-    base_units: int = 8
+    base_units: int = 9
     selection_base: int = 3
 
 

@@ -1,7 +1,8 @@
 """The remaining hazard rows of the DP reference: each with a test named after it.
 
-* unbounded contribution: noiseless mode, remove one heavy unit, <= L0 partitions change,
-  each by <= its bound (power: the L0-ignored variant is caught);
+* unbounded contribution, wrong unit: noiseless mode, remove one heavy unit, <= L0
+  partitions change, each by <= its bound (power: the L0-ignored variant and bounding by
+  the wrong unit are caught);
 * float sums: the release is bit-identical under input layouts and shuffle partitioning,
   and equals exact Fraction sums (power: a double-sum aggregation is caught);
 * wrong noise: chi-square of the released noise against the exact pmf, and rejection of
@@ -118,10 +119,17 @@ def test_unbounded_contribution_noiseless_neighbour_changes_at_most_l0_partition
     assert changed == L0 and within
     # Power: with L0 ignored the heavy unit changes all 8 partitions (D' has no unit
     # beyond the bounds, so its release is the same under both pipelines).
-    use_variant(monkeypatch, "l0_ignored")
-    broken = released(spark, config("broken", d), ZeroNoise())
+    with monkeypatch.context() as patch:
+        use_variant(patch, "l0_ignored")
+        broken = released(spark, config("l0_ignored", d), ZeroNoise())
     changed, within = bounded_change(broken, on_d_prime)
     assert changed == 8 and within
+    # Power: bounding by the wrong unit (each row its own unit) lets all 10 rows through.
+    with monkeypatch.context() as patch:
+        use_variant(patch, "wrong_unit")
+        broken = released(spark, config("wrong_unit", d), ZeroNoise())
+    changed, within = bounded_change(broken, on_d_prime)
+    assert changed == 8 and not within
 
 
 # ------------------------------------------------------------------------ float sums

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
+from dp_ops.selection import TruncatedGeometricSelection
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
 from pipelines.release import read_manifest, verify_release
@@ -26,7 +27,7 @@ from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import Design, off_grid_columns, statistics, write_neighbours
 
 # Claims: epsilon 1 for COUNT, SUM and the MEAN's normalized sum, 2 for selection (a short
-# keep table: every key with 8 units is kept), delta 1e-3.
+# keep table: every key with 9 units is kept), delta 1e-3.
 BUDGET = {
     "epsilon": 5.0,
     "delta": 1e-3,
@@ -78,6 +79,9 @@ def audit_neighbours(
     on_d, manifest = run_once(spark, directory, d, "on_d", source)
     on_d_prime, manifest_prime = run_once(spark, directory, d_prime, "on_d_prime", source)
     assert manifest["mechanisms"] == manifest_prime["mechanisms"]
+    selection = manifest["partitions"]
+    rule = TruncatedGeometricSelection(selection["epsilon"], selection["delta"], 1)
+    assert rule.keep_probability(design.base_units) == 1.0
     for table in (on_d, on_d_prime):  # metric and group keys are kept with probability 1
         keys = set(table.column("key").to_pylist())
         assert {f"m{i}" for i in range(design.metric_keys)} <= keys

@@ -161,7 +161,7 @@ def test_test_hooks_in_production_are_unreachable_from_production_code(path: Pat
 
 
 def test_test_hooks_in_production_cli_parses_no_hook_option() -> None:
-    """Every option and positional of every `dprelease` subcommand is allow-listed."""
+    """No option or positional of any `dprelease` subcommand names a hook."""
     parser = _parser()
     seen: set[str] = set()
     subparsers = [a for a in parser._actions if a.choices and isinstance(a.choices, dict)]
@@ -171,8 +171,9 @@ def test_test_hooks_in_production_cli_parses_no_hook_option() -> None:
         for name, sub in action.choices.items():
             for item in sub._actions:
                 seen.update(item.option_strings or [f"{name}:{item.dest}"])
-    options = {s for s in seen if s.startswith("-")}
-    assert options <= {"-h", "--help", "--supersede"}
+    # The option allow-list itself is tests/spark/test_cli.py; this adds positionals and
+    # the hook vocabulary.
+    assert "--supersede" in seen
     assert not [s for s in seen if HOOK_WORDS.search(s.split(":")[-1])]
 
 
