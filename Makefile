@@ -30,7 +30,7 @@ run: $(STAMP) ## Run the main job: a DP release of the bundled MovieLens ratings
 	$(PY) -m jobs.demo_data data/movielens/ratings.parquet
 	$(VENV)/bin/dprelease run $(CONFIG)
 
-test: $(STAMP) ## Run the whole test suite (unit, Spark, statistical)
+test: $(STAMP) ## The suite CI runs: unit, Spark, privacy fast tier, standalone cluster
 	$(PY) -m pytest
 
 test-fast: $(STAMP) ## Run the tests that need no Spark session
@@ -57,4 +57,4 @@ package: $(STAMP) ## Build the wheel and the relocatable environment archive int
 	bash scripts/package.sh
 
 clean: ## Remove the venv, build outputs and local releases
-	rm -rf $(VENV) build dist *.egg-info data/movielens releases
+	rm -rf $(VENV) .venv-airflow build dist *.egg-info data/movielens releases
