@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines.bounding import PARTITION_HASH, UNIT, encoded_column
+from pipelines.bounding import PARTITION_HASH, UNIT, encoded_columns
 from pipelines.plan import ROWS, UNITS, Encoding, ReleasePlan
 
 EXACT = T.DecimalType(38, 0)
@@ -75,7 +75,7 @@ def _sums_for(plan: ReleasePlan, name: str, encoding: Encoding, metric: str) -> 
     """
     bounds = _term_bounds(name, encoding, metric)
     exact = {column: per_unit_sum_type(plan, bound) == EXACT for column, bound in bounds.items()}
-    raw = F.col(encoded_column(name))  # a long, |units| <= 2**40 (dp_ops.grid)
+    raw = F.col(encoded_columns(plan)[name])  # a long, |units| <= 2**40 (dp_ops.grid)
     if metric == "sum":
         column = f"sum__{name}"
         return {column: raw.cast(EXACT) if exact[column] else raw}

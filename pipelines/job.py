@@ -226,7 +226,7 @@ def run_release(
         released.write.mode("errorifexists").parquet(str(staging / "data"))
         tidy_data_dir(staging / "data")
         schema = release_schema(plan, keys)
-        report.record(check_output_contract(plan, schema, staging / "data"))
+        report.record(check_output_contract(spark, plan, schema, staging / "data"))
         data_files = check_data_files(staging / "data", schema)
         previous = existing.name if existing is not None else None
 

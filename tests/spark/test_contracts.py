@@ -299,7 +299,7 @@ def _staged(tmp_path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Pa
     return data
 
 
-def test_the_output_contract_names_every_broken_rule(tmp_path: Path) -> None:
+def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_path: Path) -> None:
     plan = build_plan(job_config(tmp_path, tmp_path / "unused.parquet"))
     grid = plan.encodings["sum_value"].grid.step
     fields = [pa.field("key", pa.string())]
@@ -332,7 +332,7 @@ def test_the_output_contract_names_every_broken_rule(tmp_path: Path) -> None:
     keys = T.StructType([T.StructField("key", T.StringType())])
     expected = release_schema(plan, keys)
     good = _staged(tmp_path / "good", [row("A"), row("B")], schema)
-    assert check_output_contract(plan, expected, good).error is None
+    assert check_output_contract(spark, plan, expected, good).error is None
 
     bad_rows = [
         row("A", count=9),  # above its ci_high
@@ -342,7 +342,9 @@ def test_the_output_contract_names_every_broken_rule(tmp_path: Path) -> None:
         row("D", mean_value=11.0, mean_value_ci_high=11.0),  # outside [lower, upper]
         row("E", privacy_id_count=-1, privacy_id_count_ci_low=-1),  # negative count
     ]
-    verdict = check_output_contract(plan, expected, _staged(tmp_path / "bad", bad_rows, schema))
+    verdict = check_output_contract(
+        spark, plan, expected, _staged(tmp_path / "bad", bad_rows, schema)
+    )
     assert isinstance(verdict.error, OutputContractError)
     message = str(verdict.error)
     for part in (
@@ -358,7 +360,9 @@ def test_the_output_contract_names_every_broken_rule(tmp_path: Path) -> None:
 
     missing = schema.remove(schema.get_field_index("mean_value_std"))
     rows = [{k: v for k, v in row("A").items() if k != "mean_value_std"}]
-    verdict = check_output_contract(plan, expected, _staged(tmp_path / "schema", rows, missing))
+    verdict = check_output_contract(
+        spark, plan, expected, _staged(tmp_path / "schema", rows, missing)
+    )
     assert isinstance(verdict.error, OutputContractError)
     assert "release schema" in str(verdict.error)
     assert verdict.results["output_schema"]["success"] is False
