@@ -121,14 +121,17 @@ def run_command(
     """
     config = load_config(config_path)
     from jobs.session import create_session
-    from pipelines.job import run_release
+    from pipelines.job import already_published, run_release
 
-    session = spark if spark is not None else create_session(f"dprelease:{config.release.name}")
-    try:
-        result = run_release(session, config, supersede=supersede)
-    finally:
-        if spark is None:
-            session.stop()
+    # A retry of a published period needs no Spark session: answer before starting one.
+    result = already_published(config, supersede=supersede)
+    if result is None:
+        session = spark or create_session(f"dprelease:{config.release.name}")
+        try:
+            result = run_release(session, config, supersede=supersede)
+        finally:
+            if spark is None:
+                session.stop()
     summary = {
         "status": result.status,
         "release": result.release,

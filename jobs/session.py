@@ -8,7 +8,9 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-LOCAL_CONF = Path(__file__).resolve().parent.parent / "conf" / "spark" / "local.conf"
+# conf/spark/local.conf, through the jobs/local.conf link in a source tree and as a copy
+# inside an installed wheel, so an installed dprelease keeps the same local settings.
+LOCAL_CONF = Path(__file__).parent / "local.conf"
 
 
 def read_spark_conf(path: Path) -> dict[str, str]:
@@ -24,8 +26,8 @@ def read_spark_conf(path: Path) -> dict[str, str]:
 
 
 def local_settings() -> dict[str, str]:
-    """The embedded local settings (shipped in conf/spark/local.conf)."""
-    return read_spark_conf(LOCAL_CONF) if LOCAL_CONF.is_file() else {"spark.master": "local[*]"}
+    """The embedded local settings (conf/spark/local.conf, shipped inside the package)."""
+    return read_spark_conf(LOCAL_CONF)
 
 
 def create_session(

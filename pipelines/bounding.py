@@ -21,8 +21,6 @@ UNIT = "__unit"
 PARTITION_RANK = "__partition_rank"
 PARTITION_HASH = "__partition_hash"
 ROW_RANK = "__row_rank"
-ROW_HASH = "__row_hash"
-FIRST_ROW = "__first_row"
 
 
 def encoded_column(metric_name: str) -> str:
@@ -113,44 +111,43 @@ def bound_contributions(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSal
     rows by a keyed hash of (salt, unit, key, row content), with the row content as the
     tie-breaker, so the sample is a pure function of the unit's rows and the salt.
 
-    One shuffle (by unit), one sort and one window operator serve both samples. Rows are
-    sorted by (unit, partition hash, key, row hash, row content); the window is the unit,
-    ordered by (partition hash, key), which that sort satisfies, so Spark adds no sort.
-    In it, ``dense_rank`` is the partition's rank in the unit (L0), ``rank`` the position
-    of the partition's first row, and ``row_number`` the row's position; ties on (partition
-    hash, key) are exactly the partition's rows and arrive in (row hash, row content)
-    order, so ``row_number - rank`` is the row's rank in its partition (Linf). The test
-    suite checks this against two explicitly ordered windows as the oracle.
+    One shuffle (by unit) and one sort serve both windows: rows are sorted by (unit,
+    partition hash, key, row hash, row content), which is the order the Linf window needs
+    (partitioned by (unit, partition hash, key): the same groups as (unit, key), since the
+    partition hash is a function of them) and a prefix of it is the order the L0 window
+    needs. Taking the Linf rows first keeps every partition of the unit, so the L0 ranking
+    and the kept rows are the same as ranking partitions first.
 
     The rows come out hash-partitioned by unit and sorted by (unit, partition hash, key),
     and keep the ``PARTITION_HASH`` column so that ``aggregate_partitions`` can sum each
-    (unit, partition) without another shuffle.
+    (unit, partition) in that order without another shuffle.
     """
     key_names = plan.config.partition_columns
     keys = [F.col(name) for name in key_names]
-    value_names = list(dict.fromkeys(encoded_columns(plan).values()))
-    values = [F.col(name) for name in value_names]
+    values = [F.col(name) for name in dict.fromkeys(encoded_columns(plan).values())]
     salted = F.lit(salt.value)
     l0 = plan.bounds.max_partitions_per_unit
     linf = plan.bounds.max_rows_per_unit_per_partition
 
-    # One row per input row, hash-partitioned by unit (the one shuffle of bounding), tagged
-    # with its partition's hash and its row hash (computed after the shuffle: fewer bytes
-    # moved), and sorted within the unit in sampling order.
-    by_unit_rows = (
-        encoded.repartition(UNIT)
-        .withColumn(PARTITION_HASH, F.xxhash64(salted, F.lit("partition"), F.col(UNIT), *keys))
-        .withColumn(ROW_HASH, F.xxhash64(salted, F.lit("row"), F.col(UNIT), *keys, *values))
-        .sortWithinPartitions(UNIT, PARTITION_HASH, *key_names, ROW_HASH, *value_names)
+    # One row per input row, hash-partitioned by unit (the one shuffle of bounding), and
+    # tagged with its partition's hash (computed after the shuffle: fewer bytes moved).
+    by_unit_rows = encoded.repartition(UNIT).withColumn(
+        PARTITION_HASH, F.xxhash64(salted, F.lit("partition"), F.col(UNIT), *keys)
     )
-    by_unit = Window.partitionBy(UNIT).orderBy(PARTITION_HASH, *key_names)
-    # The same rows with their partition's rank in the unit and their rank in the partition.
-    ranked = (
-        by_unit_rows.withColumn(PARTITION_RANK, F.dense_rank().over(by_unit))
-        .withColumn(FIRST_ROW, F.rank().over(by_unit))
-        .withColumn(ROW_RANK, F.row_number().over(by_unit))
+    row_hash = F.xxhash64(salted, F.lit("row"), F.col(UNIT), *keys, *values)
+    by_unit_partition = Window.partitionBy(UNIT, PARTITION_HASH, *key_names).orderBy(
+        row_hash, *values
     )
-    # Only the first Linf rows of each of the unit's first L0 partitions.
-    return ranked.filter(
-        (F.col(PARTITION_RANK) <= l0) & (F.col(ROW_RANK) - F.col(FIRST_ROW) < linf)
-    ).drop(PARTITION_RANK, FIRST_ROW, ROW_RANK, ROW_HASH)
+    # At most Linf rows per (unit, partition).
+    within_linf = (
+        by_unit_rows.withColumn(ROW_RANK, F.row_number().over(by_unit_partition))
+        .filter(F.col(ROW_RANK) <= linf)
+        .drop(ROW_RANK)
+    )
+    by_unit = Window.partitionBy(UNIT).orderBy(PARTITION_HASH, *keys)
+    # ... and only the rows of the unit's first L0 partitions.
+    return (
+        within_linf.withColumn(PARTITION_RANK, F.dense_rank().over(by_unit))
+        .filter(F.col(PARTITION_RANK) <= l0)
+        .drop(PARTITION_RANK)
+    )

@@ -145,6 +145,25 @@ def _status(error: BaseException) -> str:
     return "failed"
 
 
+def already_published(config: JobConfig, *, supersede: bool = False) -> ReleaseResult | None:
+    """The run's outcome when its data period is already published, found without Spark.
+
+    Checks what a run checks first (the plan, exact arithmetic, the ledger, and its
+    reconciliation with the visible versions), so a retried run that has nothing to do
+    fails or returns here, before any Spark session is needed. None: the run must go on.
+    """
+    plan = build_plan(config)
+    check_exact_arithmetic(plan)
+    ledger = open_ledger(config)
+    release = release_dir(config.release.output_root, config.release.name)
+    reconcile_ledger(ledger, release, config)
+    existing = version_for_period(release, config.release.data_period)
+    if existing is None or supersede:
+        return None
+    log.info("release %s %s already published for this period", config.release.name, existing.name)
+    return _result("already_published", config, existing, budget_state(ledger, config))
+
+
 def run_release(
     spark: SparkSession,
     config: JobConfig,
@@ -159,17 +178,13 @@ def run_release(
     results and counts go to ``_operator/<run_id>/`` only. ``source`` is a seam for
     tests; production callers leave it None (exact CSPRNG noise).
     """
+    found = already_published(config, supersede=supersede)
+    if found is not None:
+        return found
     plan = build_plan(config)
-    check_exact_arithmetic(plan)
     ledger = open_ledger(config)
     release = release_dir(config.release.output_root, config.release.name)
-    reconcile_ledger(ledger, release, config)
     existing = version_for_period(release, config.release.data_period)
-    if existing is not None and not supersede:
-        log.info(
-            "release %s %s already published for this period", config.release.name, existing.name
-        )
-        return _result("already_published", config, existing, budget_state(ledger, config))
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:12]
     # The full spend is charged before any data is read; BudgetRefused leaves no trace.
     budget = ledger.reserve(

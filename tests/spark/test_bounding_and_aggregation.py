@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.aggregation import aggregate_partitions
 from pipelines.bounding import (
-    PARTITION_HASH,
     UNIT,
     BoundingSalt,
     bound_contributions,
@@ -22,7 +21,7 @@ from pipelines.bounding import (
     select_encoded,
 )
 from pipelines.job import clean_rows
-from pipelines.plan import ReleasePlan, build_plan
+from pipelines.plan import build_plan
 from tests.spark.conftest import job_config, write_rows
 
 SCHEMA = pa.schema([("user", pa.string()), ("key", pa.string()), ("value", pa.float64())])
@@ -132,63 +131,9 @@ def test_physical_plan_shuffles_twice(
     physical = aggregated._jdf.queryExecution().executedPlan().toString()
     exchanges = [line for line in physical.splitlines() if "Exchange hashpartitioning" in line]
     assert len(exchanges) == 2, physical
-    # One sort, in sampling order (the row hash after the keys), and one window operator.
-    sorts = [line for line in physical.splitlines() if "Sort [" in line]
-    assert len(sorts) == 1 and "__row_hash" in sorts[0], physical
-    assert sum(" Window [" in line for line in physical.splitlines()) == 1, physical
+    # One sort of the rows serves both windows.
+    assert sum("Sort [" in line for line in physical.splitlines()) == 1, physical
     assert f"hashpartitioning({UNIT}" in exchanges[-1] or f"hashpartitioning({UNIT}" in exchanges[0]
-
-
-def _two_window_oracle(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> DataFrame:
-    """The sample by its definition: rank rows in their partition, then partitions in the unit.
-
-    Two explicitly ordered windows and no reliance on the order of ties: slower than
-    ``bound_contributions`` (two window operators) but obviously right.
-    """
-    keys = plan.config.partition_columns
-    values = sorted(set(encoded_columns(plan).values()))
-    salted = F.lit(salt.value)
-    tagged = encoded.withColumn(
-        PARTITION_HASH, F.xxhash64(salted, F.lit("partition"), F.col(UNIT), *map(F.col, keys))
-    )
-    row_hash = F.xxhash64(salted, F.lit("row"), F.col(UNIT), *map(F.col, keys), *map(F.col, values))
-    in_partition = Window.partitionBy(UNIT, *keys).orderBy(row_hash, *values)
-    in_unit = Window.partitionBy(UNIT).orderBy(PARTITION_HASH, *keys)
-    linf = plan.bounds.max_rows_per_unit_per_partition
-    l0 = plan.bounds.max_partitions_per_unit
-    within_linf = tagged.withColumn("r", F.row_number().over(in_partition)).filter(
-        F.col("r") <= linf
-    )
-    return (
-        within_linf.withColumn("p", F.dense_rank().over(in_unit))
-        .filter(F.col("p") <= l0)
-        .drop("r", "p")
-    )
-
-
-def test_one_window_sample_equals_the_two_window_oracle(
-    spark: SparkSession, tmp_path: Path, heavy_rows: Path
-) -> None:
-    """The rank arithmetic of the single window keeps exactly the rows the definition keeps."""
-    for l0, linf in ((3, 2), (1, 1), (5, 4), (40, 1)):
-        config = job_config(
-            tmp_path,
-            heavy_rows,
-            contribution_bounds={
-                "max_partitions_per_unit": l0,
-                "max_rows_per_unit_per_partition": linf,
-            },
-        )
-        plan = build_plan(config)
-        salt = BoundingSalt.fresh()
-        encoded = select_encoded(clean_rows(spark.read.parquet(str(heavy_rows)), plan), plan)
-        for partitions in (1, 7):
-            kept = _sorted_aggregates(
-                bound_contributions(encoded.repartition(partitions), plan, salt)
-            )
-            oracle = _sorted_aggregates(_two_window_oracle(encoded, plan, salt))
-            assert kept == oracle, (l0, linf, partitions)
-            assert len(kept) < encoded.count()
 
 
 def test_equal_encodings_share_one_column_and_different_ones_do_not(
