@@ -439,7 +439,7 @@ def _sample_laplace(bits: RandomBits, scale: Fraction, size: int) -> Int64Array:
 
 
 def sample_discrete_laplace(
-    scale: Fraction, size: int, bits: RandomBits | None = None
+    scale: Fraction | int, size: int, bits: RandomBits | None = None
 ) -> npt.NDArray[np.int64]:
     """Exact discrete Laplace: ``size`` i.i.d. int64 draws with P(k) ∝ exp(-|k|/scale).
 
@@ -569,7 +569,7 @@ def _gaussian_acceptance_estimate(sigma_squared: Fraction, t: int) -> float:
 
 
 def sample_discrete_gaussian(
-    sigma_squared: Fraction, size: int, bits: RandomBits | None = None
+    sigma_squared: Fraction | int, size: int, bits: RandomBits | None = None
 ) -> npt.NDArray[np.int64]:
     """Exact discrete Gaussian: ``size`` i.i.d. int64 draws with P(k) ∝ exp(-k²/(2σ²)).
 

@@ -24,15 +24,17 @@ import pipelines.job
 from dp_ops.calibration import ContributionBounds
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from dp_ops.samplers import sample_bernoulli
-from pipelines.bounding import BoundingSalt
+from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded
 from pipelines.contracts import ObservedInput, Verdict
+from pipelines.noising import apply_noise
 from pipelines.plan import ROWS, UNITS, ReleasePlan
 
-# The real functions, captured before any test patches pipelines.job.
-REAL_BOUND_CONTRIBUTIONS = pipelines.job.bound_contributions
-REAL_APPLY_NOISE = pipelines.job.apply_noise
+# The real functions, captured before any test patches pipelines.job (the ones it imports
+# are taken from their defining modules, which no test patches).
+REAL_BOUND_CONTRIBUTIONS = bound_contributions
+REAL_APPLY_NOISE = apply_noise
 REAL_AGGREGATED_FRAME = pipelines.job.aggregated_frame
-REAL_SELECT_ENCODED = pipelines.job.select_encoded
+REAL_SELECT_ENCODED = select_encoded
 
 
 # (i) Half the noise scale, through the NoiseSource seam.

@@ -17,7 +17,7 @@ import tests.privacy.broken
 import tests.privacy.recording
 
 for _module in (tests.doubles, tests.privacy.broken, tests.privacy.recording):
-    cloudpickle.register_pickle_by_value(_module)
+    cloudpickle.register_pickle_by_value(_module)  # type: ignore[no-untyped-call]
 
 # A lifetime budget no test run can exhaust: every run_release reserves its spend.
 HUGE_LIFETIME = {"epsilon": 1e9, "delta": 0.5}

@@ -32,7 +32,7 @@ SETTINGS = {
 
 
 def main(workdir: Path) -> None:
-    cloudpickle.register_pickle_by_value(tests.privacy.recording)
+    cloudpickle.register_pickle_by_value(tests.privacy.recording)  # type: ignore[no-untyped-call]
     config = config_from_mapping(json.loads((workdir / "config.json").read_text()))
     draws = workdir / "draws"
     draws.mkdir(exist_ok=True)

@@ -192,7 +192,7 @@ def test_nan_inf_null_fuzzing_full(spark: SparkSession, tmp_path: Path, example:
     check_neighbours(spark, tmp_path, example)
 
 
-EDGE_CASES = {
+EDGE_CASES: dict[str, list[Row]] = {
     # D: one unit; D' = the empty input.
     "single_unit": [{"user": "solo", "key": "🔑", "value": 1e308}] * 50,
     "every_special_value": [

@@ -129,6 +129,13 @@ def test_neighbour_audit_detects_no_violation_full(spark: SparkSession, tmp_path
     _check_correct(spark, tmp_path, FULL)
 
 
+def _design(variant: str, tier: int) -> Design:
+    """The design of ``variant`` for ``tier`` (1: fast, 2: full)."""
+    design = VARIANTS[variant][tier]
+    assert isinstance(design, Design)
+    return design
+
+
 def _check_variant(
     spark: SparkSession,
     tmp_path: Path,
@@ -159,7 +166,7 @@ def test_wrong_noise_half_scale_is_caught_by_the_neighbour_audit(
     alpha 1e-3 (Bonferroni over 30 pairs). Observed eps_lb about 1.6 for COUNT and SUM.
     """
     _check_variant(
-        spark, tmp_path, monkeypatch, "half_noise_scale", VARIANTS["half_noise_scale"][tier]
+        spark, tmp_path, monkeypatch, "half_noise_scale", _design("half_noise_scale", tier)
     )
 
 
@@ -173,7 +180,7 @@ def test_unbounded_contribution_l0_ignored_is_caught_by_the_neighbour_audit(
     instead of at most L0 * Linf = 4. 400 groups per side (full: 1,200), alpha 1e-3 over 8
     pairs; eps_lb about 1.6 against a claimed 1 (simulated minimum over 30 repeats: 1.64).
     """
-    _check_variant(spark, tmp_path, monkeypatch, "l0_ignored", VARIANTS["l0_ignored"][tier])
+    _check_variant(spark, tmp_path, monkeypatch, "l0_ignored", _design("l0_ignored", tier))
 
 
 @TIERS
@@ -186,7 +193,7 @@ def test_float_noise_is_caught_by_the_neighbour_audit_and_the_grid_check(
     2^-48" never happens on D and often on D' (eps_lb about 2.6 against a claimed 1, 1,000
     keys per side; full: 3,000). The deterministic grid check flags it as well.
     """
-    _check_variant(spark, tmp_path, monkeypatch, "float_noise", VARIANTS["float_noise"][tier])
+    _check_variant(spark, tmp_path, monkeypatch, "float_noise", _design("float_noise", tier))
 
 
 @TIERS
@@ -200,4 +207,4 @@ def test_key_leak_row_count_threshold_is_caught_by_the_neighbour_audit(
     alpha 1e-3 over 2 pairs; eps_lb about 3.7 against a claimed 2.
     """
     variant = "row_count_threshold"
-    _check_variant(spark, tmp_path, monkeypatch, variant, VARIANTS[variant][tier])
+    _check_variant(spark, tmp_path, monkeypatch, variant, _design(variant, tier))

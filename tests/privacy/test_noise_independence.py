@@ -24,6 +24,7 @@ import pytest
 from pyspark import cloudpickle
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
+from pyspark.sql.pandas.functions import pandas_udf
 
 import pipelines.noising
 from pipelines.config import config_from_mapping
@@ -134,7 +135,7 @@ def captured_udf(
 ) -> Callable[..., Any]:
     """The Python function apply_noise hands to pandas_udf (its closure included)."""
     captured: list[Callable[..., Any]] = []
-    real = pipelines.noising.pandas_udf
+    real = pandas_udf  # the function pipelines.noising imported
 
     def recording_pandas_udf(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         captured.append(function)
@@ -158,7 +159,7 @@ def test_bad_rng_no_generator_is_captured_in_the_noise_udf_closure(
     spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     function = captured_udf(spark, tmp_path, monkeypatch, SecureNoise())
-    payload = cloudpickle.dumps(function)
+    payload = cloudpickle.dumps(function)  # type: ignore[no-untyped-call]
     assert generator_classes(payload) == set()
     # The closure holds the step, the input names and the stateless source, nothing else.
     cells = [c.cell_contents for c in function.__closure__ or ()]
@@ -166,7 +167,7 @@ def test_bad_rng_no_generator_is_captured_in_the_noise_udf_closure(
     assert vars(cells[[type(c).__name__ for c in cells].index("SecureNoise")]) == {}
     assert (
         generator_classes(
-            cloudpickle.dumps(
+            cloudpickle.dumps(  # type: ignore[no-untyped-call]
                 noise_step(
                     build_plan(
                         config_from_mapping(audit_config(tmp_path, tmp_path / "unused.parquet"))
@@ -183,9 +184,9 @@ def test_bad_rng_closure_check_flags_a_captured_generator(
 ) -> None:
     """Power: the same inspection flags a source that holds a numpy Generator."""
     function = captured_udf(spark, tmp_path, monkeypatch, CapturedGeneratorNoise())
-    flagged = generator_classes(cloudpickle.dumps(function))
+    flagged = generator_classes(cloudpickle.dumps(function))  # type: ignore[no-untyped-call]
     assert any(name.startswith("numpy.random") for name in flagged), flagged
-    assert generator_classes(cloudpickle.dumps(ZeroNoise())) == set()
+    assert generator_classes(cloudpickle.dumps(ZeroNoise())) == set()  # type: ignore[no-untyped-call]
     import random
 
-    assert generator_classes(cloudpickle.dumps({"rng": random.Random(1)})) != set()
+    assert generator_classes(cloudpickle.dumps({"rng": random.Random(1)})) != set()  # type: ignore[no-untyped-call]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import setuptools
+import setuptools  # type: ignore[import-untyped]
 
 from jobs.cli import _parser
 from pipelines.config import config_json_schema

@@ -14,7 +14,7 @@ import tests.doubles
 from pipelines.config import JobConfig, config_from_mapping
 
 # Executors must unpickle the test doubles without importing tests/.
-cloudpickle.register_pickle_by_value(tests.doubles)
+cloudpickle.register_pickle_by_value(tests.doubles)  # type: ignore[no-untyped-call]
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Path:
@@ -55,7 +55,7 @@ def job_config(tmp: Path, input_path: Path, **overrides: Any) -> JobConfig:
 @pytest.fixture
 def events_path(tmp_path: Path) -> Path:
     """Hand-computable events: see the expected aggregates in test_release_job."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         # u1: 3 rows in A (Linf=2 keeps 2), 1 in B.
         {"user": "u1", "key": "A", "value": 4.0},
         {"user": "u1", "key": "A", "value": 4.0},

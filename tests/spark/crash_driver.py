@@ -16,7 +16,8 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from types import ModuleType
+from typing import Any, Literal
 
 import pipelines.job
 import pipelines.release
@@ -37,25 +38,36 @@ def _kill_before(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _kill_on_call(module: ModuleType, name: str) -> None:
+    """Replace ``module.name`` (imported names included) by a wrapper that kills first."""
+    setattr(module, name, _kill_before(getattr(module, name)))
+
+
 def install(stage: str) -> None:
     """Place the kill for ``stage``."""
     if stage == "before_aggregation":
-        pipelines.job.aggregated_frame = _kill_before(pipelines.job.aggregated_frame)
+        _kill_on_call(pipelines.job, "aggregated_frame")
     elif stage == "after_noise":
-        pipelines.job.check_output_contract = _kill_before(pipelines.job.check_output_contract)
+        _kill_on_call(pipelines.job, "check_output_contract")
     elif stage == "during_publish":
         rename = os.rename
 
-        def rename_or_die(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
-            if pipelines.release.STAGING in str(source):
+        def rename_or_die(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            if pipelines.release.STAGING in str(src):
                 _die()
-            rename(source, target, *args, **kwargs)
+            rename(src, dst, *args, **kwargs)
 
-        pipelines.release.os.rename = rename_or_die
+        # pipelines.release calls os.rename through the shared os module.
+        os.rename = rename_or_die
     elif stage == "after_publish":
         mark = pipelines.job._mark
 
-        def mark_or_die(ledger: Any, run_id: str, status: str, version: str | None = None) -> None:
+        def mark_or_die(
+            ledger: Any,
+            run_id: str,
+            status: Literal["published", "failed"],
+            version: str | None = None,
+        ) -> None:
             if status == "published":
                 _die()
             mark(ledger, run_id, status, version)

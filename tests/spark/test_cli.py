@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -72,12 +73,13 @@ def test_schema_command_prints_the_config_json_schema(capsys: pytest.CaptureFixt
 
 def test_no_cli_option_reaches_a_test_hook() -> None:
     parser = _parser()
+    assert parser._subparsers is not None
+    subcommands: list[argparse.ArgumentParser] = []
+    for action in parser._subparsers._group_actions:
+        assert isinstance(action, argparse._SubParsersAction)
+        subcommands.extend(action.choices.values())
     options = {
-        option
-        for action in parser._subparsers._group_actions  # type: ignore[union-attr]
-        for sub in action.choices.values()
-        for item in sub._actions
-        for option in item.option_strings
+        option for sub in subcommands for item in sub._actions for option in item.option_strings
     }
     assert options <= {"-h", "--help", "--supersede"}
 

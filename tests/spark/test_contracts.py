@@ -40,7 +40,7 @@ from tests.doubles import ZeroNoise
 from tests.spark.conftest import job_config, write_rows
 
 # Executors unpickle this module's doubles and data source by value.
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
 
 RULES = {
     "null_privacy_unit": "drop_row",

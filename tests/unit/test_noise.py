@@ -54,6 +54,10 @@ class Tails:
         return 1.0 if k <= 0 else self.upper(k) + self.lower(-k)
 
 
+# A distribution, its brute-force window and pmf, and the brute-force tails on that window.
+Case = tuple[DiscreteLaplace | DiscreteGaussian, np.ndarray, np.ndarray, Tails]
+
+
 def all_distributions() -> list[DiscreteLaplace | DiscreteGaussian]:
     laplaces: list[DiscreteLaplace | DiscreteGaussian] = [
         DiscreteLaplace(s) for s in LAPLACE_SCALES
@@ -69,20 +73,20 @@ IDS = [f"{d.kind}-{d!r}" for d in DISTRIBUTIONS]
 
 
 @pytest.fixture(scope="module", params=DISTRIBUTIONS, ids=IDS)
-def case(request: pytest.FixtureRequest) -> tuple[object, np.ndarray, np.ndarray, Tails]:
+def case(request: pytest.FixtureRequest) -> Case:
     dist = request.param
     ks, pmf = brute_force_pmf(dist)
     return dist, ks, pmf, Tails(ks, pmf)
 
 
-def test_pmf_matches_brute_force_and_sums_to_one(case: tuple) -> None:
+def test_pmf_matches_brute_force_and_sums_to_one(case: Case) -> None:
     dist, ks, pmf, _ = case
     ours = dist.pmf(ks)
     assert math.fsum(ours.tolist()) == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(ours, pmf, rtol=1e-9, atol=1e-300)
 
 
-def test_variance_and_std_match_brute_force(case: tuple) -> None:
+def test_variance_and_std_match_brute_force(case: Case) -> None:
     dist, ks, pmf, _ = case
     variance = math.fsum((ks.astype(float) ** 2 * pmf).tolist())
     assert dist.variance() == pytest.approx(variance, rel=1e-9)
@@ -96,7 +100,7 @@ def test_laplace_variance_closed_form() -> None:
         assert DiscreteLaplace(scale).variance() == pytest.approx(expected, rel=1e-12)
 
 
-def test_tails_match_brute_force(case: tuple) -> None:
+def test_tails_match_brute_force(case: Case) -> None:
     dist, _, _, tails = case
     width = dist.std()
     probes = sorted(
@@ -119,7 +123,7 @@ def test_laplace_tail_closed_form() -> None:
         assert dist.tail_probability(k) == pytest.approx(expected, rel=1e-12)
 
 
-def test_ci_half_width_is_minimal_and_covers(case: tuple) -> None:
+def test_ci_half_width_is_minimal_and_covers(case: Case) -> None:
     dist, _, _, tails = case
     for alpha in ALPHAS:
         h = dist.ci_half_width(alpha)
