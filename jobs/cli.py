@@ -121,14 +121,15 @@ def run_command(
     """
     config = load_config(config_path)
     from jobs.session import create_session
-    from pipelines.job import already_published, run_release
+    from pipelines.job import already_published, run_release, start_run
 
     # A retry of a published period needs no Spark session: answer before starting one.
-    result = already_published(config, supersede=supersede)
+    start = start_run(config)
+    result = already_published(config, start, supersede=supersede)
     if result is None:
         session = spark or create_session(f"dprelease:{config.release.name}")
         try:
-            result = run_release(session, config, supersede=supersede)
+            result = run_release(session, config, supersede=supersede, start=start)
         finally:
             if spark is None:
                 session.stop()

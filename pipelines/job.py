@@ -145,12 +145,22 @@ def _status(error: BaseException) -> str:
     return "failed"
 
 
-def already_published(config: JobConfig, *, supersede: bool = False) -> ReleaseResult | None:
-    """The run's outcome when its data period is already published, found without Spark.
+@dataclass(frozen=True)
+class RunStart:
+    """What every run settles before Spark: the plan, the ledger, the release directory, and
+    the version already published for the data period (None if there is none)."""
 
-    Checks what a run checks first (the plan, exact arithmetic, the ledger, and its
-    reconciliation with the visible versions), so a retried run that has nothing to do
-    fails or returns here, before any Spark session is needed. None: the run must go on.
+    plan: ReleasePlan
+    ledger: SqliteLedger
+    release: Path
+    existing: Version | None
+
+
+def start_run(config: JobConfig) -> RunStart:
+    """The checks a run makes first: plan, exact arithmetic, ledger and its reconciliation.
+
+    Needs no Spark, so a retried run that has nothing to do fails or returns before a
+    session starts.
     """
     plan = build_plan(config)
     check_exact_arithmetic(plan)
@@ -158,10 +168,19 @@ def already_published(config: JobConfig, *, supersede: bool = False) -> ReleaseR
     release = release_dir(config.release.output_root, config.release.name)
     reconcile_ledger(ledger, release, config)
     existing = version_for_period(release, config.release.data_period)
-    if existing is None or supersede:
+    return RunStart(plan, ledger, release, existing)
+
+
+def already_published(
+    config: JobConfig, start: RunStart, *, supersede: bool = False
+) -> ReleaseResult | None:
+    """The run's outcome when its data period is already published; None: the run goes on."""
+    if start.existing is None or supersede:
         return None
-    log.info("release %s %s already published for this period", config.release.name, existing.name)
-    return _result("already_published", config, existing, budget_state(ledger, config))
+    log.info(
+        "release %s %s already published for this period", config.release.name, start.existing.name
+    )
+    return _result("already_published", config, start.existing, budget_state(start.ledger, config))
 
 
 def run_release(
@@ -170,21 +189,21 @@ def run_release(
     *,
     supersede: bool = False,
     source: NoiseSource | None = None,
+    start: RunStart | None = None,
 ) -> ReleaseResult:
     """Publish one new version of the release, or report the existing one for its period.
 
     Both contracts run in every release: the input contract before any noise is drawn,
     the output contract on the staged files before the manifest is written. Their GX
     results and counts go to ``_operator/<run_id>/`` only. ``source`` is a seam for
-    tests; production callers leave it None (exact CSPRNG noise).
+    tests; production callers leave it None (exact CSPRNG noise). ``start`` is the
+    caller's ``start_run(config)`` if it already made it (the CLI does, before Spark).
     """
-    found = already_published(config, supersede=supersede)
+    start = start or start_run(config)
+    found = already_published(config, start, supersede=supersede)
     if found is not None:
         return found
-    plan = build_plan(config)
-    ledger = open_ledger(config)
-    release = release_dir(config.release.output_root, config.release.name)
-    existing = version_for_period(release, config.release.data_period)
+    plan, ledger, release, existing = start.plan, start.ledger, start.release, start.existing
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:12]
     # The full spend is charged before any data is read; BudgetRefused leaves no trace.
     budget = ledger.reserve(
