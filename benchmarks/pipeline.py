@@ -373,7 +373,7 @@ def dp_graph(spark: SparkSession, table: SyntheticTable, scratch: Path) -> dict[
     (``pipelines.job``): read, clean, encode, bound, aggregate, select and noise.
     """
     plan = build_plan(bench_config(table, scratch / "releases"))
-    cleaned = clean_rows(read_input(spark, plan.config.input), plan)
+    cleaned = clean_rows(read_input(spark, plan.config), plan)
     # One row per kept input row, then one per partition, then one per released partition.
     bounded = bound_contributions(select_encoded(cleaned, plan), plan, BoundingSalt.fresh())
     aggregated = aggregate_partitions(bounded, plan)

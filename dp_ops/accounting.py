@@ -1,6 +1,6 @@
 """Privacy accounting within one release: spends, their composition, group privacy.
 
-Composition rule (DP_REFERENCE §5): sequential over mechanisms. Pure parts add ε and
+Composition rule (docs/privacy.md §8): sequential over mechanisms. Pure parts add ε and
 δ; zCDP parts (Gaussian noise) add ρ and are converted to (ε, δ) once, with a δ
 reserved for that conversion. Parallel composition across partitions is already
 inside each spend, through the L0 factor of its sensitivity or per-partition budget.

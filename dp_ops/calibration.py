@@ -1,6 +1,6 @@
 """Sensitivities from contribution bounds, and noise calibrated to a privacy budget.
 
-Every sensitivity is derived here from the bounds (DP_REFERENCE §1), never typed by
+Every sensitivity is derived here from the bounds (docs/privacy.md §4), never typed by
 a user. Noise parameters are rounded only in the safe direction (larger noise), so
 the guarantee actually delivered is never weaker than the one requested.
 """

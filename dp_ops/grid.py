@@ -135,3 +135,16 @@ def choose_grid(lower: float, upper: float, noise_scale: float, resolution_bits:
 def count_grid() -> Grid:
     """The grid of counts: step 1 (exponent 0)."""
     return Grid(0)
+
+
+def rounded_bounds(lower: float, upper: float, decimals: int) -> tuple[float, float]:
+    """The smallest and largest numbers with ``decimals`` decimals inside [lower, upper].
+
+    Raises ValueError if there is none (the plan refuses such a config).
+    """
+    scale = 10.0**decimals
+    low, high = math.ceil(lower * scale - 1e-9) / scale, math.floor(upper * scale + 1e-9) / scale
+    low, high = max(low, lower), min(high, upper)
+    if low > high:
+        raise ValueError(f"no number with {decimals} decimal(s) lies in [{lower}, {upper}]")
+    return low, high

@@ -27,6 +27,8 @@ from dp_ops.calibration import (
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace
 
 __all__ = [
+    "MAX_KEEP_TABLE_LENGTH",
+    "MIN_KEEP_TABLE_DELTA",
     "GaussianThresholdSelection",
     "LaplaceThresholdSelection",
     "SelectionRule",
@@ -34,17 +36,21 @@ __all__ = [
     "gaussian_threshold",
     "keep_probabilities",
     "keep_probability_for_units",
+    "keep_table_length_lower_bound",
     "laplace_threshold",
     "per_partition_budget",
     "truncated_geometric_keep_table",
 ]
 
 SPEND_NAME = "selection"
-# Longest keep table we build (it has about 2·ln(1/δ_p)/ε_p entries).
-_MAX_TABLE_LENGTH = 10_000_000
-# Smallest δ_p the float64 keep table can certify: its last step to 1.0 needs
-# 1 − π(n−1) <= δ_p with π(n−1) a double below 1, i.e. δ_p well above 2**-53.
-_MIN_TABLE_DELTA = 1e-15
+#: Longest keep table built, its min_units − 1 leading zeros included (it has about
+#: 2·ln(ε_p/(2δ_p))/ε_p entries, see keep_table_length_lower_bound). Certifying an entry
+#: takes about 1 µs and the table ships inside the noise step (about 9 bytes an entry when
+#: pickled), so 10**7 entries is about 10 s on the driver and 90 MB per task at most.
+MAX_KEEP_TABLE_LENGTH = 10_000_000
+#: Smallest δ_p the float64 keep table can certify: its last step to 1.0 needs
+#: 1 − π(n−1) <= δ_p with π(n−1) a double below 1, i.e. δ_p well above 2**-53.
+MIN_KEEP_TABLE_DELTA = 1e-15
 # Thresholds ask for tail <= δ_p·(1 − margin), absorbing float error in the tail sums.
 _THRESHOLD_MARGIN = 1e-9
 
@@ -102,6 +108,33 @@ def _keep_step_holds(previous: int, current: int, e_low: int, delta: int) -> boo
     return keep_ok and drop_ok
 
 
+def keep_table_length_lower_bound(epsilon_p: float, delta_p: float, min_units: int = 1) -> int:
+    """In O(1), a number <= len(truncated_geometric_keep_table(epsilon_p, delta_p, min_units)).
+
+    The keep inequality π(n) <= e^ε·π(n−1) + δ gives π(n) <= δ·(e^{nε} − 1)/(e^ε − 1), so
+    π reaches 1/2 only after L = ln(1 + (e^ε − 1)/(2δ))/ε steps; the drop inequality is
+    the same recursion for 1 − π read backwards from the table's end, so reaching 1 from
+    1/2 takes at least L more. The stored table (rounded down) grows no faster. Lets a
+    caller refuse a table far over MAX_KEEP_TABLE_LENGTH without building it.
+    """
+    _check_epsilon(epsilon_p)
+    if not (math.isfinite(delta_p) and 0 < delta_p < 1):
+        raise ValueError(f"delta_p must be in (0, 1), got {delta_p!r}")
+    _check_positive_int("min_units", min_units)
+    # log(e^ε − 1) without overflow, then log(1 + e^a) for a = log((e^ε − 1)/(2δ)).
+    log_growth = (
+        math.log(math.expm1(epsilon_p))
+        if epsilon_p < 1
+        else epsilon_p + math.log1p(-math.exp(-epsilon_p))
+    )
+    a = log_growth - math.log(2 * delta_p)
+    log_steps = a + math.log1p(math.exp(-a)) if a > 0 else math.log1p(math.exp(a))
+    half = log_steps / epsilon_p
+    if not math.isfinite(half) or half > 2**62:
+        return 2**63
+    return 2 * math.floor(half) + min_units
+
+
 def truncated_geometric_keep_table(
     epsilon_p: float, delta_p: float, min_units: int = 1
 ) -> NDArray[np.float64]:
@@ -125,12 +158,19 @@ def truncated_geometric_keep_table(
     _check_epsilon(epsilon_p)
     if epsilon_p > _MAX_EPSILON_P:
         raise ValueError(f"epsilon_p must be <= {_MAX_EPSILON_P}, got {epsilon_p!r}")
-    if not (math.isfinite(delta_p) and _MIN_TABLE_DELTA <= delta_p < 1):
-        raise ValueError(f"delta_p must be in [{_MIN_TABLE_DELTA}, 1), got {delta_p!r}")
+    if not (math.isfinite(delta_p) and MIN_KEEP_TABLE_DELTA <= delta_p < 1):
+        raise ValueError(f"delta_p must be in [{MIN_KEEP_TABLE_DELTA}, 1), got {delta_p!r}")
     _check_positive_int("min_units", min_units)
+    too_long = ValueError(
+        f"keep table for epsilon_p={epsilon_p!r}, delta_p={delta_p!r}, min_units={min_units} "
+        f"is longer than {MAX_KEEP_TABLE_LENGTH:,} entries (MAX_KEEP_TABLE_LENGTH)"
+    )
+    if keep_table_length_lower_bound(epsilon_p, delta_p, min_units) > MAX_KEEP_TABLE_LENGTH:
+        raise too_long
     e_low_float = math.exp(epsilon_p)
     for _ in range(4):  # 4 ulps below the float exp (error < 1 ulp): a lower bound of e^ε
         e_low_float = math.nextafter(e_low_float, 0.0)
+    e_low_float = max(e_low_float, 1.0)  # e^ε >= 1 exactly (an ε_p below 1e-15 got below 1)
     numerator, denominator = e_low_float.as_integer_ratio()  # >= 1, so denominator <= 2**52
     e_low = numerator << (52 - (denominator.bit_length() - 1))  # e_low_float·2**52, exact
     exact_delta = _fixed(delta_p)
@@ -138,10 +178,8 @@ def truncated_geometric_keep_table(
     values = [0.0]
     previous, exact_previous = 0.0, 0
     while previous < 1.0:
-        if len(values) >= _MAX_TABLE_LENGTH:
-            raise ValueError(
-                f"keep table for epsilon_p={epsilon_p!r}, delta_p={delta_p!r} is too long"
-            )
+        if len(values) + min_units - 1 >= MAX_KEEP_TABLE_LENGTH:
+            raise too_long
         # The recursion with the lower bound of e^ε, one ulp down: usually valid already.
         keep_bound = e_low_float * previous + delta_p
         drop_bound = 1.0 - (1.0 - previous - delta_p) / e_low_float

@@ -10,37 +10,31 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
-from enum import IntEnum
+from importlib import metadata
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
-from pipelines.aggregation import ArithmeticBoundError
-from pipelines.config import ConfigError, JobConfig, config_json_schema, load_config
-from pipelines.contracts import OutputContractError
-from pipelines.ledger import BudgetRefused, SqliteLedger, export_entries
+from jobs.ledger_commands import add_ledger_parser, command_ledger
+from pipelines.config import ConfigError, config_json_schema, load_config
+from pipelines.errors import RETRY_ADVICE, DprError, ExitCode, Terminated
 from pipelines.plan import build_plan, describe_plan
-from pipelines.release import PublishError, published_versions, read_manifest, verify_release
-from pipelines.source import InputContractError
+from pipelines.release import (
+    MANIFEST,
+    published_versions,
+    read_manifest,
+    unpublished_version_dirs,
+    verify_release,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger("dprelease")
-
-
-class ExitCode(IntEnum):
-    """Documented, distinct exit codes."""
-
-    OK = 0
-    INTERNAL_ERROR = 1
-    CONFIG_ERROR = 2
-    BUDGET_REFUSED = 3
-    INPUT_CONTRACT_FAILED = 4
-    ALREADY_PUBLISHED = 5
-    VERIFY_FAILED = 6
-    OUTPUT_CONTRACT_FAILED = 7
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -55,8 +49,18 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def _configure_logging() -> None:
-    """Operator logs on stderr: time, level, message (never data values)."""
+def _configure_logging(verbose: bool = False) -> None:
+    """Operator logs on stderr: time, level, message (never data values).
+
+    Libraries that log through the root logger (py4j prints a trace when a signal
+    interrupts a gateway call) stay silent unless ``verbose``: our one failure line says
+    what happened.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
+    if verbose and not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -65,10 +69,21 @@ def _configure_logging() -> None:
         log.propagate = False
 
 
+def _version() -> str:
+    try:
+        return metadata.version("dprelease")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dprelease",
         description="Publish differentially private statistics from a private table, on Spark.",
+    )
+    parser.add_argument("--version", action="version", version=f"dprelease {_version()}")
+    parser.add_argument(
+        "--verbose", action="store_true", help="on failure, also print the full trace"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a release job and publish a new version")
@@ -86,18 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "release_dir", help="a version directory, or a release directory (all versions)"
     )
+    verify.add_argument(
+        "--config",
+        help="the release's job config: also check each version against the ledger's record",
+    )
     sub.add_parser("schema", help="print the JSON Schema of job configs")
-    ledger = sub.add_parser("ledger", help="the privacy budget ledger of a job's dataset")
-    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
-    ledger_show = ledger_sub.add_parser(
-        "show", help="print every charged run and the remaining lifetime budget"
-    )
-    ledger_show.add_argument("config", help="job config (YAML): names the ledger and dataset")
-    ledger_export = ledger_sub.add_parser(
-        "export", help="print the dataset's ledger entries as JSON lines or CSV"
-    )
-    ledger_export.add_argument("config", help="job config (YAML): names the ledger and dataset")
-    ledger_export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    add_ledger_parser(sub)
     return parser
 
 
@@ -124,7 +133,7 @@ def run_command(
     from pipelines.job import already_published, run_release, start_run
 
     # A retry of a published period needs no Spark session: answer before starting one.
-    start = start_run(config)
+    start = start_run(config, supersede=supersede)
     result = already_published(config, start, supersede=supersede)
     if result is None:
         session = spark or create_session(f"dprelease:{config.release.name}")
@@ -152,6 +161,12 @@ def run_command(
 
 
 def _command_plan(args: argparse.Namespace) -> ExitCode:
+    """Print the plan of a config, or refuse it (exit 2) exactly as `run` would.
+
+    ``build_plan`` makes every check that depends only on the config (noise limits, the
+    selection rule, the exact-arithmetic proof; docs/privacy.md §3, §5, §6), so this
+    needs no Spark session and never reads the ledger.
+    """
     plan = build_plan(load_config(args.config))
     print(json.dumps(describe_plan(plan), indent=2))
     return ExitCode.OK
@@ -166,14 +181,31 @@ def _command_show(args: argparse.Namespace) -> ExitCode:
 
 
 def _command_verify(args: argparse.Namespace) -> ExitCode:
-    failed = False
-    for version in _versions(Path(args.release_dir)):
-        problems = verify_release(version)
-        for problem in problems:
-            print(f"{version.name}: {problem}", file=sys.stderr)
-        print(json.dumps({"version": str(version), "ok": not problems}))
-        failed = failed or bool(problems)
-    return ExitCode.VERIFY_FAILED if failed else ExitCode.OK
+    """Check one version, or every version of a release (a version directory without a
+    manifest is a problem); with ``--config`` also against the ledger's record."""
+    path = Path(args.release_dir)
+    single = (path / MANIFEST).is_file()
+    release = path.parent if single else path
+    problems: dict[str, list[str]] = {}
+    if not single:
+        for gap in unpublished_version_dirs(release):
+            problems[gap.name] = [f"no {MANIFEST}: deleted, or not a published version"]
+    for version in [path] if single else [v.path for v in published_versions(release)]:
+        problems[version.name] = verify_release(version)
+    if args.config:
+        from pipelines.integrity import ledger_problems, open_ledger
+
+        config = load_config(args.config)
+        for name, found in ledger_problems(open_ledger(config), release, config).items():
+            if not single or name == path.name:
+                problems.setdefault(name, []).extend(found)
+    if not problems:
+        raise ConfigError(f"{path}: no published version here")
+    for name, found in sorted(problems.items()):
+        for problem in found:
+            print(f"{name}: {problem}", file=sys.stderr)
+        print(json.dumps({"version": str(release / name), "ok": not found}))
+    return ExitCode.VERIFY_FAILED if any(problems.values()) else ExitCode.OK
 
 
 def _command_schema(_: argparse.Namespace) -> ExitCode:
@@ -181,52 +213,8 @@ def _command_schema(_: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
-def _open_ledger(config_path: str) -> tuple[SqliteLedger, JobConfig]:
-    config = load_config(config_path)
-    if not config.ledger_path.is_file():
-        raise ConfigError(f"ledger.path: no ledger at {config.ledger_path} (no run charged yet)")
-    from pipelines.job import open_ledger
-
-    return open_ledger(config), config
-
-
-def _command_ledger(args: argparse.Namespace) -> ExitCode:
-    ledger, config = _open_ledger(args.config)
-    entries = ledger.entries(config.ledger.dataset)
-    if args.ledger_command == "export":
-        sys.stdout.write(export_entries(entries, args.format))
-        return ExitCode.OK
-    print(f"ledger {ledger.path}, dataset {config.ledger.dataset!r}")
-    header = ("created_at", "run_id", "release", "data_period", "epsilon", "delta", "status")
-    rows = [header] + [
-        (
-            e.created_at,
-            e.run_id,
-            e.release,
-            e.data_period,
-            f"{e.epsilon:.6g}",
-            f"{e.delta:.3g}",
-            e.status + (f" {e.version}" if e.version else ""),
-        )
-        for e in entries
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    units = sorted({e.privacy_unit for e in entries} | {config.privacy_unit.column})
-    for unit in units:
-        state = ledger.state(
-            config.ledger.dataset,
-            unit,
-            config.ledger.lifetime_budget.epsilon,
-            config.ledger.lifetime_budget.delta,
-        )
-        print(json.dumps(state.to_dict()))
-    return ExitCode.OK
-
-
 COMMANDS = {
-    "ledger": _command_ledger,
+    "ledger": command_ledger,
     "plan": _command_plan,
     "show": _command_show,
     "verify": _command_verify,
@@ -234,51 +222,75 @@ COMMANDS = {
 }
 
 
-def exit_code_for(error: Exception) -> ExitCode:
-    """The documented exit code for an error a command raised."""
-    if isinstance(error, ConfigError | ArithmeticBoundError):
-        return ExitCode.CONFIG_ERROR
-    if isinstance(error, BudgetRefused):
-        return ExitCode.BUDGET_REFUSED
-    if isinstance(error, InputContractError):
-        return ExitCode.INPUT_CONTRACT_FAILED
-    if isinstance(error, OutputContractError):
-        return ExitCode.OUTPUT_CONTRACT_FAILED
-    return ExitCode.INTERNAL_ERROR
+def _interruption(error: BaseException) -> BaseException | None:
+    """The signal behind ``error``, if any: cleanup after a signal may raise anew (a
+    broken gateway), and the new error's context chain still holds the signal."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt | Terminated):
+            return seen
+        seen = seen.__context__
+    return None
 
 
-def _log_failure(error: Exception) -> None:
-    """One operator log line per failure: the message of errors we raise, else the type only."""
-    if isinstance(error, ConfigError | ArithmeticBoundError | InputContractError):
-        log.error("%s", error)
-    elif isinstance(error, BudgetRefused):
-        log.error("%s; nothing was read, charged or published", error)
-    elif isinstance(error, OutputContractError):
-        log.error("output contract failed, nothing was published: %s", error)
-    elif isinstance(error, PublishError):
-        log.error("publishing failed, nothing was published: %s", error)
+def exit_code_for(error: BaseException) -> ExitCode:
+    """The documented exit code of an error: its ``exit_code``, else internal error (1);
+    an error raised while a signal unwound the run takes the signal's code."""
+    signal_error = _interruption(error)
+    if isinstance(signal_error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    error = signal_error or error
+    code = getattr(error, "exit_code", None)
+    return code if isinstance(code, ExitCode) else ExitCode.INTERNAL_ERROR
+
+
+def failure_line(error: BaseException) -> str:
+    """The one operator line of a failure: our errors' message and notes, and what to do.
+
+    Anything not raised on purpose (a Java or library error) shows its type only, never a
+    message that could carry data; ``--verbose`` adds the trace.
+    """
+    code = exit_code_for(error)
+    if _interruption(error) is not None:
+        text = "interrupted; staging removed, the run is marked failed in the ledger"
+    elif isinstance(error, DprError):
+        text = " ".join(str(error).split("\n"))
     else:
-        # Last resort: the type only, never a message that could carry data.
-        log.error("internal error (%s); nothing was published", type(error).__name__)
-        log.debug("internal error detail", exc_info=True)
+        text = f"internal error ({type(error).__name__}); nothing was published"
+    notes = "; ".join(getattr(error, "__notes__", []))
+    return f"{text}{'; ' + notes if notes else ''} [exit {int(code)}: {RETRY_ADVICE[code]}]"
 
 
 def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None) -> int:
     """Entry point of the `dprelease` console script and the spark-submit main.
 
     ``spark`` (keyword only, never a CLI option) lets an embedding process run jobs in its
-    own session, which `run` then leaves running.
+    own session, which `run` then leaves running. Every failure ends as one stderr line
+    and a documented exit code; SIGTERM ends like SIGINT (exit 143 and 130).
     """
     args = _parser().parse_args(argv)
-    _configure_logging()
+    _configure_logging(args.verbose)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
     try:
         if args.command == "run":
             return int(run_command(args.config, args.supersede, spark))
         return int(COMMANDS[args.command](args))
-    except Exception as error:  # every error becomes a documented exit code
-        code = exit_code_for(error)
-        _log_failure(error)
-        return int(code)
+    except (Exception, KeyboardInterrupt, Terminated) as error:
+        log.error("%s", failure_line(error))
+        if args.verbose:
+            log.error("trace", exc_info=error)
+        return int(exit_code_for(error))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"signal {signum}")
 
 
 if __name__ == "__main__":

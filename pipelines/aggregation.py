@@ -21,32 +21,16 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.bounding import PARTITION_HASH, UNIT, encoded_columns
+
+# The overflow proof is pure Python, so build_plan runs it (`plan` refuses what `run`
+# would); both names are re-exported here for existing imports.
 from pipelines.plan import ROWS, UNITS, Encoding, ReleasePlan
+from pipelines.plan import ArithmeticBoundError as ArithmeticBoundError
+from pipelines.plan import check_exact_arithmetic as check_exact_arithmetic
+from pipelines.source import column
 
 EXACT = T.DecimalType(38, 0)
-# Largest |per-partition sum| decimal(38,0) holds, and the most rows Spark can count.
-_DECIMAL_LIMIT = 10**38 - 1
-_MAX_ROWS = 2**63 - 1
 _LONG_LIMIT = 2**63 - 1
-
-
-class ArithmeticBoundError(ValueError):
-    """The configured bounds would allow an integer aggregate to overflow."""
-
-
-def check_exact_arithmetic(plan: ReleasePlan) -> None:
-    """Refuse plans whose integer sums could overflow decimal(38,0) for ANY input.
-
-    Invariant: after this check, no aggregate of any dataset Spark can hold overflows.
-    """
-    for name, encoding in plan.encodings.items():
-        largest_row = max(encoding.max_abs_units, encoding.width**2)
-        if largest_row * _MAX_ROWS > _DECIMAL_LIMIT:
-            raise ArithmeticBoundError(
-                f"metrics: '{name}' bounds [{encoding.lower}, {encoding.upper}] on grid "
-                f"{encoding.grid.step} give integers too large for exact sums; "
-                "narrow the bounds or lower the epsilon share"
-            )
 
 
 def _term_bounds(name: str, encoding: Encoding, metric: str) -> dict[str, int]:
@@ -110,11 +94,12 @@ def aggregate_partitions(bounded: DataFrame, plan: ReleasePlan) -> DataFrame:
     Per-(unit, partition) sums are longs where provably safe; per-partition sums are
     always decimal(38,0).
     """
-    keys = plan.config.partition_columns
+    keys = [column(name) for name in plan.config.partition_columns]
     terms = row_terms(plan)
     # The partition hash is a function of (unit, key): grouping by it as well changes no
     # group, and matches the sort order bounding leaves (Spark then aggregates streaming).
-    cell = [UNIT, PARTITION_HASH, *keys] if PARTITION_HASH in bounded.columns else [UNIT, *keys]
+    internal = [UNIT, PARTITION_HASH] if PARTITION_HASH in bounded.columns else [UNIT]
+    cell = [F.col(name) for name in internal] + keys
     # One row per (unit, partition): its row count and its integer sums.
     per_unit = bounded.groupBy(*cell).agg(
         F.count(F.lit(1)).alias(ROWS),
@@ -140,7 +125,7 @@ def add_public_partitions(
     # One row per public key (left join keeps keys absent from the data).
     joined = public_keys.join(aggregated, on=keys, how="left")
     return joined.select(
-        *keys,
+        *[column(name) for name in keys],
         *[
             F.coalesce(F.col(name), F.lit(value).cast(joined.schema[name].dataType)).alias(name)
             for name, value in zero_filled.items()

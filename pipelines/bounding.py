@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.plan import Encoding, ReleasePlan
+from pipelines.source import column
 
 UNIT = "__unit"
 PARTITION_RANK = "__partition_rank"
@@ -63,11 +64,11 @@ class BoundingSalt:
 def invalid_row_condition(plan: ReleasePlan) -> Column:
     """True for rows the invalid-values policy covers: null unit or key, null/NaN/Inf value."""
     config = plan.config
-    condition = F.col(config.privacy_unit.column).isNull()
+    condition = column(config.privacy_unit.column).isNull()
     for name in config.partition_columns:
-        condition = condition | F.col(name).isNull()
-    for column in config.measured_columns:
-        value = F.col(column).cast(T.DoubleType())
+        condition = condition | column(name).isNull()
+    for name in config.measured_columns:
+        value = column(name).cast(T.DoubleType())
         condition = (
             condition
             | value.isNull()
@@ -78,9 +79,9 @@ def invalid_row_condition(plan: ReleasePlan) -> Column:
     return condition
 
 
-def encode_value(column: str, encoding: Encoding) -> Column:
+def encode_value(name: str, encoding: Encoding) -> Column:
     """Clamp to [lower, upper], then round half-to-even to whole grid units (long)."""
-    value = F.col(column).cast(T.DoubleType())
+    value = column(name).cast(T.DoubleType())
     clamped = F.least(F.greatest(value, F.lit(encoding.lower)), F.lit(encoding.upper))
     return F.bround(clamped / F.lit(encoding.grid.step), 0).cast(T.LongType())
 
@@ -94,8 +95,8 @@ def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
     columns = encoded_columns(plan)
     # One row per input row: unit, keys, one integer-encoded value per distinct encoding.
     return rows.select(
-        F.col(config.privacy_unit.column).alias(UNIT),
-        *[F.col(name) for name in config.partition_columns],
+        column(config.privacy_unit.column).alias(UNIT),
+        *[column(name) for name in config.partition_columns],
         *[
             encode_value(encoding.column, encoding).alias(columns[name])
             for name, encoding in plan.encodings.items()
@@ -122,8 +123,7 @@ def bound_contributions(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSal
     and keep the ``PARTITION_HASH`` column so that ``aggregate_partitions`` can sum each
     (unit, partition) in that order without another shuffle.
     """
-    key_names = plan.config.partition_columns
-    keys = [F.col(name) for name in key_names]
+    keys = [column(name) for name in plan.config.partition_columns]
     values = [F.col(name) for name in dict.fromkeys(encoded_columns(plan).values())]
     salted = F.lit(salt.value)
     l0 = plan.bounds.max_partitions_per_unit
@@ -135,9 +135,7 @@ def bound_contributions(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSal
         PARTITION_HASH, F.xxhash64(salted, F.lit("partition"), F.col(UNIT), *keys)
     )
     row_hash = F.xxhash64(salted, F.lit("row"), F.col(UNIT), *keys, *values)
-    by_unit_partition = Window.partitionBy(UNIT, PARTITION_HASH, *key_names).orderBy(
-        row_hash, *values
-    )
+    by_unit_partition = Window.partitionBy(UNIT, PARTITION_HASH, *keys).orderBy(row_hash, *values)
     # At most Linf rows per (unit, partition).
     within_linf = (
         by_unit_rows.withColumn(ROW_RANK, F.row_number().over(by_unit_partition))

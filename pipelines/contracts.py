@@ -41,9 +41,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.config import JobConfig
+from pipelines.errors import InputContractError, OutputContractError
 from pipelines.noising import COUNT_METRICS
 from pipelines.plan import ReleasePlan
-from pipelines.source import KEY_TYPES, NUMERIC, InputContractError
+from pipelines.source import KEY_TYPES, NUMERIC, quoted
+from pipelines.source import column as named_column
 
 log = logging.getLogger("dprelease")
 
@@ -62,10 +64,6 @@ _RULE_TEXT = {
     "null_partition_key": "a null partition key",
     "non_finite_value": "a null, NaN or infinite value",
 }
-
-
-class OutputContractError(Exception):
-    """The staged release breaks the output contract; nothing was published."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +92,8 @@ class InputRule:
     def offending(self) -> Column:
         """True for the rows that break this rule."""
         if self.rule != "non_finite_value":
-            return F.col(self.column).isNull()
-        value = F.col(self.column).cast(T.DoubleType())
+            return named_column(self.column).isNull()
+        value = named_column(self.column).cast(T.DoubleType())
         return value.isNull() | F.isnan(value) | (F.abs(value) == F.lit(float("inf")))
 
 
@@ -248,6 +246,13 @@ def _failed(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _gx_spark_column(name: str) -> str:
+    """How GX's Spark column metadata names a top-level column (it backticks dotted names)."""
+    if "." not in name or (name.startswith("`") and name.endswith("`")):
+        return name
+    return f"`{name}`"
+
+
 def _schema_expectations(config: JobConfig) -> list[Any]:
     from great_expectations.expectations.core.expect_column_to_exist import ExpectColumnToExist
     from great_expectations.expectations.core.expect_column_values_to_be_in_type_list import (
@@ -279,10 +284,11 @@ def _schema_expectations(config: JobConfig) -> list[Any]:
     expectations: list[Any] = []
     for label, column, types, advice in wanted:
         meta = {"label": label, "column": column, "advice": advice}
-        expectations.append(ExpectColumnToExist(column=column, meta=meta | {"check": "exists"}))
+        name = _gx_spark_column(column)
+        expectations.append(ExpectColumnToExist(column=name, meta=meta | {"check": "exists"}))
         expectations.append(
             ExpectColumnValuesToBeInTypeList(
-                column=column, type_list=types, meta=meta | {"check": "type"}
+                column=name, type_list=types, meta=meta | {"check": "type"}
             )
         )
     return expectations
@@ -357,18 +363,8 @@ def judge_input(figures: Mapping[str, int], config: JobConfig) -> Verdict:
         )
     result = _validate(_figures_frame(figures), expectations, "input_rows")
     results = {"input_rows": result}
-    log.info("input contract: %d row(s) read, %d usable", figures[ROWS], figures[ROWS_KEPT])
-    for rule in rules:
-        count = figures[rule.figure]
-        if count:
-            verb = "dropped" if rule.action == "drop_row" else "failing"
-            log.info(
-                "input contract: %d row(s) %s by %s on column '%s'",
-                count,
-                verb,
-                rule.rule,
-                rule.column,
-            )
+    # Figures computed without noise go to the operator report only (docs/privacy.md §9).
+    log.info("input contract: the figures are in the operator report (owner-only)")
     failed = _failed(result)
     breaking = [m for m in failed if m.get("rule") in _RULE_TEXT]
     if breaking:
@@ -376,17 +372,15 @@ def judge_input(figures: Mapping[str, int], config: JobConfig) -> Verdict:
         for meta in breaking:
             rule = next(r for r in rules if (r.rule, r.column) == (meta["rule"], meta["column"]))
             parts.append(
-                f"{figures[rule.figure]} row(s) with {_RULE_TEXT[rule.rule]} in column "
-                f"'{rule.column}' ({rule.field}); contracts.{rule.rule} is 'fail'"
+                f"rows with {_RULE_TEXT[rule.rule]} in column '{rule.column}' ({rule.field}); "
+                f"contracts.{rule.rule} is 'fail' (counts in the operator report)"
             )
         return Verdict("input", results, InputContractError("input: " + "; ".join(parts)))
     if any(m.get("rule") == "empty_input" for m in failed):
         where = config.input.path if config.input.path is not None else config.input.table
-        dropped = [f"{r.rule} on '{r.column}'" for r in rules if figures[r.figure]]
-        because = f"; rows were dropped by {', '.join(dropped)}" if dropped else ""
         error = (
-            f"input: no usable row in {where} ({figures[ROWS]} row(s) read{because}); "
-            "contracts.empty_input is 'fail'"
+            f"input: no usable row in {where}; contracts.empty_input is 'fail' "
+            "(counts in the operator report)"
         )
         return Verdict("input", results, InputContractError(error))
     return Verdict("input", results)
@@ -409,11 +403,6 @@ def input_summary(figures: Mapping[str, int], config: JobConfig) -> dict[str, An
             for rule in input_rules(config)
         ],
     }
-
-
-def _quoted(name: str) -> str:
-    """A column name as a Spark SQL identifier."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def _double(value: float) -> str:
@@ -491,24 +480,22 @@ def _value_figures(table: DataFrame, plan: ReleasePlan) -> dict[str, str]:
 
     SQL text rather than Column objects: one gateway call per figure, not dozens.
     """
-    decimals = plan.config.post_processing.decimals
-    slack = 0.0 if decimals is None else 0.5 * 10.0**-decimals
     types = {f.name: f.dataType for f in table.schema.fields}
-    keys = [_quoted(k) for k in plan.config.partition_columns]
+    keys = [quoted(k) for k in plan.config.partition_columns]
     figures = {
         ROWS: "count(1)",
         # Rows beyond the first of each distinct key (null keys compare equal here).
         "duplicate_keys": f"count(1) - count(DISTINCT struct({', '.join(keys)}))",
     }
-    for key, quoted in zip(plan.config.partition_columns, keys, strict=True):
-        figures[f"null_key.{key}"] = _count_where(f"{quoted} IS NULL")
+    for key, identifier in zip(plan.config.partition_columns, keys, strict=True):
+        figures[f"null_key.{key}"] = _count_where(f"{identifier} IS NULL")
     for output in plan.outputs:
         name = output.name
-        value, std = _quoted(name), _quoted(f"{name}_std")
-        low, high = _quoted(f"{name}_ci_low"), _quoted(f"{name}_ci_high")
+        value, std = quoted(name), quoted(f"{name}_std")
+        low, high = quoted(f"{name}_ci_low"), quoted(f"{name}_ci_high")
         for column in (name, f"{name}_std", f"{name}_ci_low", f"{name}_ci_high"):
             figures[f"non_finite.{column}"] = _count_where(
-                _non_finite(_quoted(column), types[column])
+                _non_finite(quoted(column), types[column])
             )
         numbers = " AND ".join(_is_number(c) for c in (value, low, high))
         inside = f"{numbers} AND {low} <= {value} AND {value} <= {high}"
@@ -522,7 +509,7 @@ def _value_figures(table: DataFrame, plan: ReleasePlan) -> dict[str, str]:
             figures[f"negative_count.{name}"] = _count_where(f"({value} < 0 OR {low} < 0)")
         if output.encoding is not None and output.metric in ("mean", "variance"):
             lower, upper = _released_bounds(plan, name)
-            outside = f"({value} < {_double(lower - slack)} OR {value} > {_double(upper + slack)})"
+            outside = f"({value} < {_double(lower)} OR {value} > {_double(upper)})"
             figures[f"outside_bounds.{name}"] = _count_where(f"{_is_number(value)} AND {outside}")
     return figures
 

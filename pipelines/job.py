@@ -9,10 +9,8 @@ written outside the operator's staging area.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -24,14 +22,12 @@ from pyspark.sql import types as T
 from pipelines.aggregation import (
     add_public_partitions,
     aggregate_partitions,
-    check_exact_arithmetic,
 )
 from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded
-from pipelines.config import ConfigError, JobConfig
+from pipelines.config import JobConfig
 from pipelines.contracts import (
     ObservedInput,
     OperatorReport,
-    OutputContractError,
     check_input_schema,
     check_output_contract,
     input_summary,
@@ -40,27 +36,44 @@ from pipelines.contracts import (
     operator_dir,
     rows_meeting_contract,
 )
+from pipelines.errors import AlreadyPublished, InputContractError, OutputContractError
+from pipelines.integrity import (
+    budget_state,
+    check_budget_admits,
+    check_release_held,
+    cumulative_spend,
+    open_ledger,
+    reconcile_ledger,
+)
 from pipelines.ledger import BudgetState, LedgerEntry, SqliteLedger
 from pipelines.manifest import ReleaseIdentity, build_manifest, render_readme
 from pipelines.noising import NoiseSource, SecureNoise, apply_noise, output_type
 from pipelines.plan import ReleasePlan, build_plan
 from pipelines.release import (
+    MANIFEST,
+    README,
     Version,
     check_data_files,
     describe_schema,
     discard_staging,
+    layout_release,
     publish,
-    published_versions,
     read_manifest,
     release_dir,
     staging_dir,
-    tidy_data_dir,
     version_for_period,
     write_text_last,
 )
-from pipelines.source import InputContractError, read_input, read_public_keys
+from pipelines.source import (
+    check_input_files,
+    read_input,
+    read_public_keys,
+)
 
 log = logging.getLogger("dprelease")
+
+# The staging sub-directory of Spark's write of the noisy table (never published).
+NOISY_DIR = "noisy"
 
 _ARROW_TYPES: dict[type[T.DataType], pa.DataType] = {
     T.ByteType: pa.int8(),
@@ -114,19 +127,18 @@ def clean_rows(frame: DataFrame, plan: ReleasePlan) -> DataFrame:
 
 
 def aggregated_frame(
-    spark: SparkSession, plan: ReleasePlan, frame: DataFrame, salt: BoundingSalt
+    plan: ReleasePlan, frame: DataFrame, public_keys: DataFrame | None, salt: BoundingSalt
 ) -> tuple[DataFrame, ObservedInput]:
     """The lazy graph from input rows to one exact row per candidate partition (no noise).
 
     The input contract's figures are observed on the way: the action that computes this
-    frame is the pass that counts them.
+    frame is the pass that counts them. With public keys, non-public rows are dropped
+    before bounding and every public key gets a row.
     """
     config = plan.config
     observed = observe_input(frame, config)
     rows = observed.frame
-    public_keys = None
-    if config.partition_selection.public_keys is not None:
-        public_keys = read_public_keys(spark, config.partition_selection.public_keys, frame, config)
+    if public_keys is not None:
         # Only rows whose key is public (dropped before bounding).
         rows = rows.join(public_keys, on=config.partition_columns, how="left_semi")
     bounded = bound_contributions(select_encoded(clean_rows(rows, plan), plan), plan, salt)
@@ -156,18 +168,22 @@ class RunStart:
     existing: Version | None
 
 
-def start_run(config: JobConfig) -> RunStart:
-    """The checks a run makes first: plan, exact arithmetic, ledger and its reconciliation.
+def start_run(config: JobConfig, *, supersede: bool = False) -> RunStart:
+    """The checks a run makes first: plan, exact arithmetic, ledger and its reconciliation,
+    the release against its ledger and, unless the period is published and not
+    superseded (a no-op), the budget.
 
     Needs no Spark, so a retried run that has nothing to do fails or returns before a
     session starts.
     """
-    plan = build_plan(config)
-    check_exact_arithmetic(plan)
+    plan = build_plan(config)  # includes the exact-arithmetic proof
     ledger = open_ledger(config)
     release = release_dir(config.release.output_root, config.release.name)
     reconcile_ledger(ledger, release, config)
+    check_release_held(ledger, release, config)
     existing = version_for_period(release, config.release.data_period)
+    if existing is None or supersede:
+        check_budget_admits(ledger, config, plan.composition.epsilon, plan.composition.delta)
     return RunStart(plan, ledger, release, existing)
 
 
@@ -183,6 +199,84 @@ def already_published(
     return _result("already_published", config, start.existing, budget_state(start.ledger, config))
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run whose every data-free and metadata check passed, not yet charged."""
+
+    start: RunStart
+    run_id: str
+    staging: Path
+    report: OperatorReport
+    frame: DataFrame
+    public_keys: DataFrame | None
+
+
+def prepare_run(spark: SparkSession, config: JobConfig, start: RunStart) -> PreparedRun:
+    """Everything a run checks from paths and metadata alone, before it is charged.
+
+    The output root and staging must be writable; the input must exist and be readable in
+    its format with the configured columns and types (file footers and headers only);
+    the public keys must be readable and cast. A failure here costs no budget, and
+    leaves no staging directory.
+    """
+    # Random only: a start time in the id, next to the manifest's created_at, would
+    # publish the run's duration, which grows with the private input (docs/privacy.md §9).
+    run_id = uuid.uuid4().hex
+    try:
+        start.release.mkdir(parents=True, exist_ok=True)
+        staging = staging_dir(start.release, run_id)
+    except OSError as error:
+        raise InputContractError(
+            f"release.output_root: cannot create {start.release} ({error.strerror or error})"
+        ) from None
+    report = OperatorReport(operator_dir(start.release, run_id), run_id, config)
+    try:
+        check_input_files(config)
+        frame = read_input(spark, config)
+        report.record(check_input_schema(frame, config))
+        keys = config.partition_selection.public_keys
+        public = None if keys is None else read_public_keys(spark, keys, frame, config)
+    except BaseException as error:
+        discard_staging(staging)
+        report.finish(_status(error))
+        raise
+    return PreparedRun(start, run_id, staging, report, frame, public)
+
+
+def charge(config: JobConfig, run: PreparedRun) -> BudgetState:
+    """Reserve the run's full spend in the ledger, before any private row is read.
+
+    A refusal removes the run's staging and operator directories: it leaves no trace.
+    """
+    plan, ledger = run.start.plan, run.start.ledger
+    entry = LedgerEntry.reservation(
+        run_id=run.run_id,
+        dataset=config.ledger.dataset,
+        privacy_unit=config.privacy_unit.column,
+        release=config.release.name,
+        data_period=config.release.data_period,
+        epsilon=plan.composition.epsilon,
+        delta=plan.composition.delta,
+    )
+    try:
+        lifetime = config.ledger.lifetime_budget
+        budget = ledger.reserve(entry, lifetime.epsilon, lifetime.delta)
+    except BaseException:
+        discard_staging(run.staging)
+        discard_staging(run.report.directory)
+        raise
+    log.info(
+        "run %s: charged epsilon=%.6g delta=%.3g to dataset %s; spent %.6g of %.6g",
+        run.run_id,
+        plan.composition.epsilon,
+        plan.composition.delta,
+        config.ledger.dataset,
+        budget.spent_epsilon,
+        budget.lifetime_epsilon,
+    )
+    return budget
+
+
 def run_release(
     spark: SparkSession,
     config: JobConfig,
@@ -193,164 +287,107 @@ def run_release(
 ) -> ReleaseResult:
     """Publish one new version of the release, or report the existing one for its period.
 
-    Both contracts run in every release: the input contract before any noise is drawn,
-    the output contract on the staged files before the manifest is written. Their GX
-    results and counts go to ``_operator/<run_id>/`` only. ``source`` is a seam for
-    tests; production callers leave it None (exact CSPRNG noise). ``start`` is the
-    caller's ``start_run(config)`` if it already made it (the CLI does, before Spark).
+    Order: data-free checks (``start_run``), metadata checks (``prepare_run``), the
+    ledger charge, then the one pass over private rows. Both contracts run in every
+    release: the input contract before any noise is drawn, the output contract on the
+    staged files before the manifest is written; their results go to
+    ``_operator/<run_id>/`` only. ``source`` is a seam for tests; production callers
+    leave it None (exact CSPRNG noise). ``start`` is the caller's ``start_run(config)``
+    if it already made it (the CLI does, before Spark).
     """
-    start = start or start_run(config)
+    start = start or start_run(config, supersede=supersede)
     found = already_published(config, start, supersede=supersede)
     if found is not None:
         return found
-    plan, ledger, release, existing = start.plan, start.ledger, start.release, start.existing
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:12]
-    # The full spend is charged before any data is read; BudgetRefused leaves no trace.
-    budget = ledger.reserve(
-        LedgerEntry.reservation(
-            run_id=run_id,
-            dataset=config.ledger.dataset,
-            privacy_unit=config.privacy_unit.column,
-            release=config.release.name,
-            data_period=config.release.data_period,
-            epsilon=plan.composition.epsilon,
-            delta=plan.composition.delta,
-        ),
-        config.ledger.lifetime_budget.epsilon,
-        config.ledger.lifetime_budget.delta,
-    )
-    log.info(
-        "run %s: charged epsilon=%.6g delta=%.3g to dataset %s; spent %.6g of %.6g",
-        run_id,
-        plan.composition.epsilon,
-        plan.composition.delta,
-        config.ledger.dataset,
-        budget.spent_epsilon,
-        budget.lifetime_epsilon,
-    )
-    staging: Path | None = None
+    run = prepare_run(spark, config, start)
+    budget = charge(config, run)
+    log.info("run %s: operator reports in %s", run.run_id, run.report.directory)
     try:
-        release.mkdir(parents=True, exist_ok=True)
-        staging = staging_dir(release, run_id)
-        report = OperatorReport(operator_dir(release, run_id), run_id, config)
-    except OSError as error:
-        if staging is not None:
-            discard_staging(staging)
-        _mark(ledger, run_id, "failed")
-        raise InputContractError(
-            f"release.output_root: cannot create {release} ({error.strerror or error})"
-        ) from None
-    log.info("run %s: operator reports in %s", run_id, report.directory)
-    aggregated: DataFrame | None = None
-    try:
-        frame = read_input(spark, config.input)
-        report.record(check_input_schema(frame, config))
-        aggregated, observed = aggregated_frame(spark, plan, frame, BoundingSalt.fresh())
-        keys = T.StructType([aggregated.schema[n] for n in config.partition_columns])
-        # The one pass over the input: it bounds and aggregates (one exact row per candidate
-        # partition, kept in Spark storage, never written out) and counts the contract figures.
-        aggregated = aggregated.persist(StorageLevel.MEMORY_AND_DISK)
-        aggregated.count()
-        figures = observed.figures()
-        report.summary["input"] = input_summary(figures, config)
-        report.record(judge_input(figures, config))
-        released = apply_noise(aggregated, plan, source or SecureNoise())
-        log.info("run %s: computing and writing the noisy release to staging", run_id)
-        # Materialize the noisy table once; everything after reads these files.
-        released.write.mode("errorifexists").parquet(str(staging / "data"))
-        tidy_data_dir(staging / "data")
-        schema = release_schema(plan, keys)
-        report.record(check_output_contract(spark, plan, schema, staging / "data"))
-        data_files = check_data_files(staging / "data", schema)
-        previous = existing.name if existing is not None else None
-
-        def stamp(version: str) -> None:
-            identity = ReleaseIdentity.now(
-                config.release.name, version, run_id, config.release.data_period, previous
-            )
-            manifest = build_manifest(
-                plan, identity, describe_schema(schema), data_files, cumulative_spend(budget)
-            )
-            write_text_last(staging, manifest, render_readme(manifest))
-
-        version = publish(staging, release, stamp)
+        version, digests = _produce(spark, config, run, budget, source or SecureNoise())
     except BaseException as error:
-        discard_staging(staging)
-        _mark(ledger, run_id, "failed")
-        report.finish(_status(error))
+        discard_staging(run.staging)
+        _mark(start.ledger, run.run_id, "failed")
+        run.report.finish(_status(error))
+        error.add_note(CHARGE_KEPT)
         raise
-    finally:
-        if aggregated is not None:
-            aggregated.unpersist()
-    _mark(ledger, run_id, "published", version.name)
-    report.finish("published", version.name)
+    _mark(start.ledger, run.run_id, "published", version.name, digests)
+    run.report.finish("published", version.name)
     log.info("published %s %s", config.release.name, version.name)
     return _result("published", config, version, budget)
 
 
-def open_ledger(config: JobConfig) -> SqliteLedger:
-    """The job's ledger (created on first use); an unusable path is a config error."""
-    try:
-        return SqliteLedger(config.ledger_path)
-    except (OSError, sqlite3.Error) as error:
-        where = (
-            "ledger.path"
-            if config.ledger.path
-            else "ledger.path (default: under release.output_root)"
-        )
-        detail = f"{type(error).__name__}: {error}"
-        raise ConfigError(
-            f"{where}: cannot open the ledger {config.ledger_path} ({detail})"
-        ) from None
+# Appended to the message of every failure after the charge (the CLI prints notes).
+CHARGE_KEPT = "this run's charge stays in the ledger"
 
 
-def budget_state(ledger: SqliteLedger, config: JobConfig) -> BudgetState:
-    """The lifetime budget of the job's dataset and privacy unit, as charged so far."""
-    return ledger.state(
-        config.ledger.dataset,
-        config.privacy_unit.column,
-        config.ledger.lifetime_budget.epsilon,
-        config.ledger.lifetime_budget.delta,
-    )
+def _noisy_release(
+    spark: SparkSession, config: JobConfig, run: PreparedRun, source: NoiseSource
+) -> pa.Schema:
+    """The one pass over private rows, up to the staged release in its canonical layout.
 
-
-def cumulative_spend(budget: BudgetState) -> dict[str, object]:
-    """The manifest's cumulative statement: every charge to the dataset up to this run's."""
-    return {
-        "dataset": budget.dataset,
-        "privacy_unit": budget.privacy_unit,
-        "epsilon": budget.spent_epsilon,
-        "delta": budget.spent_delta,
-        "lifetime_epsilon": budget.lifetime_epsilon,
-        "lifetime_delta": budget.lifetime_delta,
-        "charges": budget.charges,
-        "statement": (
-            f"sequential (basic) composition over the {budget.charges} charged run(s) of "
-            f"dataset {budget.dataset!r} per {budget.privacy_unit!r}, this one included "
-            "(published, superseded, failed and retried runs all count)"
-        ),
-    }
-
-
-def reconcile_ledger(ledger: SqliteLedger, release: Path, config: JobConfig) -> None:
-    """Mark as published the reserved runs of this release whose version is visible.
-
-    A driver killed between publication and its ledger update leaves its entry
-    ``reserved``: still charged (so the budget stays safe), only mislabelled. Runs with
-    no visible version stay ``reserved``: they are running, or died, and stay charged.
+    Returns the released Arrow schema; the staged files are under ``staging/data``.
     """
-    reserved = {
-        e.run_id
-        for e in ledger.entries(config.ledger.dataset)
-        if e.status == "reserved" and e.release == config.release.name
-    }
-    if not reserved:
-        return
-    for version in published_versions(release):
-        run_id = read_manifest(version.path)["release"]["run_id"]
-        if run_id in reserved:
-            ledger.mark(run_id, "published", version.name)
-            log.info("ledger: run %s recorded as published %s", run_id, version.name)
+    plan, staging = run.start.plan, run.staging
+    aggregated, observed = aggregated_frame(plan, run.frame, run.public_keys, BoundingSalt.fresh())
+    keys = T.StructType([aggregated.schema[n] for n in config.partition_columns])
+    # The one pass over the input: it bounds and aggregates (one exact row per candidate
+    # partition, kept in Spark storage, never written out) and counts the contract figures.
+    aggregated = aggregated.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        aggregated.count()
+        figures = observed.figures()
+        run.report.summary["input"] = input_summary(figures, config)
+        run.report.record(judge_input(figures, config))
+        released = apply_noise(aggregated, plan, source)
+        log.info("run %s: computing and writing the noisy release to staging", run.run_id)
+        # Materialize the noisy table once; everything after reads these files.
+        released.write.mode("errorifexists").parquet(str(staging / NOISY_DIR))
+    finally:
+        aggregated.unpersist()
+    schema = release_schema(plan, keys)
+    # One row per released partition, rewritten in the canonical layout (key order,
+    # file count from the released row count): the layout reveals nothing else.
+    layout_release(staging / NOISY_DIR, staging / "data", schema, config.partition_columns)
+    discard_staging(staging / NOISY_DIR)
+    run.report.record(check_output_contract(spark, plan, schema, staging / "data"))
+    return schema
+
+
+def _produce(
+    spark: SparkSession,
+    config: JobConfig,
+    run: PreparedRun,
+    budget: BudgetState,
+    source: NoiseSource,
+) -> tuple[Version, dict[str, str]]:
+    """Stage the noisy release, then publish it atomically; the version and its digests."""
+    schema = _noisy_release(spark, config, run, source)
+    data_files = check_data_files(run.staging / "data", schema)
+    existing, ledger = run.start.existing, run.start.ledger
+    previous = existing.name if existing is not None else None
+    digests: dict[str, str] = {}
+
+    def stamp(version: str) -> None:
+        identity = ReleaseIdentity.now(
+            config.release.name, version, run.run_id, config.release.data_period, previous
+        )
+        spend = cumulative_spend(budget, ledger.identity)
+        manifest = build_manifest(
+            run.start.plan, identity, describe_schema(schema), data_files, spend
+        )
+        digests.update(write_text_last(run.staging, manifest, render_readme(manifest)))
+
+    def still_current() -> None:
+        # Another run may have published this period since this run started.
+        newest = version_for_period(run.start.release, config.release.data_period)
+        if (newest and newest.name) != previous:
+            raise AlreadyPublished(
+                f"release {config.release.name}: another run published data period "
+                f"{config.release.data_period!r} as {newest and newest.name} while this "
+                "run ran; nothing was published"
+            )
+
+    return publish(run.staging, run.start.release, stamp, still_current), digests
 
 
 def _mark(
@@ -358,6 +395,7 @@ def _mark(
     run_id: str,
     status: Literal["published", "failed"],
     version: str | None = None,
+    digests: dict[str, str] | None = None,
 ) -> None:
     """Record how a charged run ended; a ledger error here must not hide the run's outcome.
 
@@ -365,7 +403,17 @@ def _mark(
     ``reconcile_ledger`` relabels it once its version is visible.
     """
     try:
-        ledger.mark(run_id, status, version)
+        if status == "published":
+            assert digests is not None
+            ledger.mark(
+                run_id,
+                status,
+                version,
+                manifest_sha256=digests[MANIFEST],
+                readme_sha256=digests[README],
+            )
+        else:
+            ledger.mark(run_id, status)
     except Exception as error:
         log.error("ledger: could not mark run %s %s (%s)", run_id, status, type(error).__name__)
 

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.functions import pandas_udf
 
+from dp_ops.grid import rounded_bounds
 from dp_ops.noise import NoiseDistribution
 from dp_ops.samplers import sample_bernoulli
 from dp_ops.selection import (
@@ -29,6 +30,7 @@ from dp_ops.selection import (
     TruncatedGeometricSelection,
 )
 from pipelines.plan import UNITS, OutputMetric, PublicPartitions, ReleasePlan
+from pipelines.source import column
 
 NOISY = "__noisy"
 KEEP = "keep"
@@ -173,8 +175,17 @@ def _as_float(values: IntArray) -> npt.NDArray[np.float64]:
     return np.asarray(values, dtype=np.float64)
 
 
-def _round(values: npt.NDArray[np.float64], decimals: int | None) -> npt.NDArray[np.float64]:
-    return values if decimals is None else np.round(values, decimals)
+def _round(
+    values: npt.NDArray[np.float64], decimals: int | None, lower: float, upper: float
+) -> npt.NDArray[np.float64]:
+    """Round to ``decimals`` and stay inside [lower, upper] (docs/privacy.md §7).
+
+    Monotone, so interval order (low <= value <= high) survives rounding.
+    """
+    if decimals is None:
+        return values
+    low, high = rounded_bounds(lower, upper, decimals)
+    return np.clip(np.round(values, decimals), low, high)
 
 
 def released_columns(
@@ -224,6 +235,7 @@ def released_columns(
         ]
         y_low, y_high = np.minimum.reduce(y_corners), np.maximum.reduce(y_corners)
         if output.metric == "mean":
+            floor, top = lower, upper
             value = np.clip(g * (mid_units + mean_y / 2), lower, upper)
             std = (
                 g
@@ -240,6 +252,7 @@ def released_columns(
             squares = by_name[output.square_source]
             square_total = _as_float(noisy[output.square_source])
             ceiling = ((upper - lower) / 2) ** 2
+            floor, top = 0.0, ceiling
             scale = g * g / 4
             value = np.clip(scale * (square_total / count - mean_y**2), 0.0, ceiling)
             q_corners = [
@@ -257,10 +270,10 @@ def released_columns(
                 + (2 * mean_y * numerator.noise.std() / count) ** 2
             )
         low, high = np.minimum(low, value), np.maximum(high, value)
-        out[name] = _round(value, step.decimals)
+        out[name] = _round(value, step.decimals, floor, top)
         out[f"{name}_std"] = std
-        out[f"{name}_ci_low"] = _round(low, step.decimals)
-        out[f"{name}_ci_high"] = _round(high, step.decimals)
+        out[f"{name}_ci_low"] = _round(low, step.decimals, floor, top)
+        out[f"{name}_ci_high"] = _round(high, step.decimals, floor, top)
     return out
 
 
@@ -298,7 +311,7 @@ def apply_noise(aggregated: DataFrame, plan: ReleasePlan, source: NoiseSource) -
     materialize the result (write it) before anything else reads it.
     """
     step = noise_step(plan)
-    keys = plan.config.partition_columns
+    keys = [column(name) for name in plan.config.partition_columns]
     struct = noisy_struct_type(step)
     inputs = step.inputs
 

@@ -3,7 +3,10 @@
 Invariants: the plan is a pure function of the config (no data, no randomness);
 every sensitivity is derived from the contribution bounds and value bounds; every
 noise scale is calibrated from a budget share; the composition of all mechanisms
-never exceeds the configured (epsilon, delta).
+never exceeds the configured (epsilon, delta); every derived number is one the exact
+samplers and the exact integer sums support (``build_plan`` refuses the rest with a
+``ConfigError`` naming the fields, so `dprelease plan` and `dprelease run` refuse the same
+configs, before Spark starts and before the ledger is read; docs/privacy.md §3, §5, §6).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dp_ops.calibration import (
     split_by_weights,
     sum_sensitivity,
 )
-from dp_ops.grid import Grid, choose_grid, count_grid
+from dp_ops.grid import MAX_ABS_UNITS, Grid, choose_grid, count_grid
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from dp_ops.selection import (
     GaussianThresholdSelection,
@@ -40,7 +43,18 @@ from dp_ops.selection import (
     TruncatedGeometricSelection,
     per_partition_budget,
 )
-from pipelines.config import JobConfig
+from pipelines.config import ConfigError, JobConfig
+from pipelines.plan_limits import (
+    ArithmeticBoundError,
+    check_exact_arithmetic,
+    check_keep_table,
+    check_noise,
+    check_rounding,
+    check_share,
+    check_threshold,
+)
+
+__all__ = ["ArithmeticBoundError", "ReleasePlan", "build_plan", "check_exact_arithmetic"]
 
 # Aggregated-table columns (one row per partition) that the noise step reads.
 UNITS = "units"
@@ -141,11 +155,27 @@ def _calibrate(
     epsilon: float,
     rho: float,
     alpha: float,
+    metric: tuple[int, str],
 ) -> NoisyAggregate:
-    """Noise for one aggregate: Laplace from an epsilon share, Gaussian from a rho share."""
-    noise: NoiseDistribution
-    if noise_kind == "laplace":
-        noise = laplace_for_epsilon(sensitivity, epsilon)
+    """Noise for one aggregate: Laplace from an epsilon share, Gaussian from a rho share.
+
+    ``metric`` is the (index, output name) of the config metric the aggregate serves: a
+    refusal by the noise limits names it (docs/privacy.md §5).
+    """
+    noise: NoiseDistribution = (
+        laplace_for_epsilon(sensitivity, epsilon)
+        if noise_kind == "laplace"
+        else gaussian_for_rho(sensitivity, rho)
+    )
+    index, output = metric
+    check_noise(
+        noise,
+        f"metrics[{index}] ({output})",
+        f"raise budget.epsilon or budget.weights.{output}, or lower "
+        "contribution_bounds.max_partitions_per_unit or "
+        "contribution_bounds.max_rows_per_unit_per_partition",
+    )
+    if isinstance(noise, DiscreteLaplace):
         spend = MechanismSpend(
             name=name,
             mechanism=noise.kind,
@@ -156,7 +186,6 @@ def _calibrate(
             noise_scale=float(noise.scale),
         )
     else:
-        noise = gaussian_for_rho(sensitivity, rho)
         spend = MechanismSpend(
             name=name,
             mechanism=noise.kind,
@@ -179,17 +208,53 @@ def _value_noise_scale(
     return math.sqrt(l0) * per_partition_value / math.sqrt(2 * rho)
 
 
+def _encode(
+    index: int, name: str, metric: str, lower: float, upper: float, resolution: float
+) -> Grid:
+    """The grid of metric ``index``, refusing bounds its aggregates cannot resolve.
+
+    Every encoded value must stay within MAX_ABS_UNITS (2**40) grid units, so bounds that are
+    narrow for their magnitude (or for the finest grid, 2**-1000) round to one grid point:
+    a mean or variance then has width 0, a sum of 0 and 0 no unit at all, and no
+    sensitivity to calibrate noise to (docs/privacy.md §3).
+    """
+    narrow = ConfigError(
+        f"metrics[{index}] ({name}): bounds [{lower!r}, {upper!r}] fall on a single point of "
+        f"their grid (every encoded value must stay within 2**40 grid units, MAX_ABS_UNITS "
+        f"= {MAX_ABS_UNITS}): widen the bounds, or shift or rescale the column"
+    )
+    if not (math.isfinite(resolution) and resolution > 0):
+        raise narrow
+    try:
+        grid = choose_grid(lower, upper, resolution)
+    except ValueError:
+        raise narrow from None
+    lo_units, hi_units = grid.units_range(lower, upper)
+    if (lo_units == hi_units == 0) if metric == "sum" else (lo_units == hi_units):
+        raise narrow
+    return grid
+
+
 def build_plan(config: JobConfig) -> ReleasePlan:
     """Derive every mechanism of the release from the config alone.
 
-    Invariant: the returned composition's (epsilon, delta) is at most the configured budget.
+    Invariants: the returned composition's (epsilon, delta) is at most the configured
+    budget; every noise distribution is within the sampler limits, every selection rule
+    (keep table or threshold) is built and within its limits, and the exact-arithmetic
+    proof holds (docs/privacy.md §3, §5, §6). Otherwise a ConfigError names the field.
     """
+    check_rounding(config)
     bounds = ContributionBounds(
         config.contribution_bounds.max_partitions_per_unit,
         config.contribution_bounds.max_rows_per_unit_per_partition,
     )
     l0, linf = bounds.max_partitions_per_unit, bounds.max_rows_per_unit_per_partition
     alpha = 1.0 - config.confidence_level
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(
+            f"confidence_level: {config.confidence_level!r} is too close to 0 for double "
+            "arithmetic (1 - confidence_level rounds to 1): give at least 1e-15"
+        )
     shares = split_by_weights(1.0, config.weights)
     epsilon, delta = config.budget.epsilon, config.budget.delta
     private = config.partition_selection.mechanism != "public"
@@ -203,14 +268,18 @@ def build_plan(config: JobConfig) -> ReleasePlan:
     spends: list[MechanismSpend] = []
     if private:
         rule_epsilon = epsilon * shares["selection"]
+        check_share(rule_epsilon, "selection")
         min_units = config.partition_selection.min_units
         mechanism = config.partition_selection.mechanism
         if mechanism == "truncated_geometric":
             selection = TruncatedGeometricSelection(rule_epsilon, selection_delta, l0, min_units)
+            check_keep_table(selection, "budget.delta / 2" if gaussian else "budget.delta")
         elif mechanism == "laplace_threshold":
             selection = LaplaceThresholdSelection(rule_epsilon, selection_delta, l0, min_units)
+            check_threshold(selection)
         else:
             selection = GaussianThresholdSelection(rule_epsilon, selection_delta, l0, min_units)
+            check_threshold(selection)
         spends.append(selection.spend())
     else:
         keys = config.partition_selection.public_keys
@@ -220,25 +289,30 @@ def build_plan(config: JobConfig) -> ReleasePlan:
     metric_share = sum(shares[m.output_name] for m in config.metrics)
     rho_total = rho_for_epsilon_delta(epsilon * metric_share, conversion_delta) if gaussian else 0.0
 
-    def budget_of(share: float) -> tuple[float, float]:
-        """(epsilon, rho) for a share of the whole budget."""
-        return epsilon * share, (rho_total * share / metric_share if gaussian else 0.0)
+    def budget_of(share: float, key: str) -> tuple[float, float]:
+        """(epsilon, rho) for a share of the whole budget (refused if it underflows to 0)."""
+        eps, rho = epsilon * share, (rho_total * share / metric_share if gaussian else 0.0)
+        check_share(eps if not gaussian else min(eps, rho), key)
+        return eps, rho
 
     has_count = any(m.metric == "count" for m in config.metrics)
     count_name = next((m.output_name for m in config.metrics if m.metric == "count"), None)
     aggregates: list[NoisyAggregate] = []
     outputs: list[OutputMetric] = []
-    for metric in config.metrics:
+    for index, metric in enumerate(config.metrics):
         name, share = metric.output_name, shares[metric.output_name]
+        here = (index, name)
         if metric.metric in ("count", "privacy_id_count"):
             sensitivity = (
                 count_sensitivity(bounds)
                 if metric.metric == "count"
                 else privacy_id_count_sensitivity(bounds)
             )
-            eps, rho = budget_of(share)
+            eps, rho = budget_of(share, name)
             source = ROWS if metric.metric == "count" else UNITS
-            aggregates.append(_calibrate(name, source, sensitivity, config.noise, eps, rho, alpha))
+            aggregates.append(
+                _calibrate(name, source, sensitivity, config.noise, eps, rho, alpha, here)
+            )
             outputs.append(OutputMetric(name, metric.metric, None, name, None, None, share))
             continue
         assert metric.column is not None and metric.lower is not None and metric.upper is not None
@@ -248,7 +322,7 @@ def build_plan(config: JobConfig) -> ReleasePlan:
         parts = {"sum": 1, "mean": 2, "variance": 3}[metric.metric] - (
             1 if has_count and metric.metric != "sum" else 0
         )
-        eps, rho = budget_of(share / parts)
+        eps, rho = budget_of(share / parts, name)
         if metric.metric == "sum":
             value_bound = linf * max(abs(lower), abs(upper))
         else:
@@ -256,13 +330,13 @@ def build_plan(config: JobConfig) -> ReleasePlan:
         scale = _value_noise_scale(config.noise, l0, value_bound, eps, rho)
         # The grid resolves both the noise and the value range (both public).
         span = max(abs(lower), abs(upper)) if metric.metric == "sum" else upper - lower
-        grid = choose_grid(lower, upper, min(scale, span))
+        grid = _encode(index, name, metric.metric, lower, upper, min(scale, span))
         lo_units, hi_units = grid.units_range(lower, upper)
         encoding = Encoding(metric.column, lower, upper, grid, lo_units, hi_units)
         if metric.metric == "sum":
             sensitivity = sum_sensitivity(bounds, encoding.max_abs_units)
             aggregates.append(
-                _calibrate(name, f"sum__{name}", sensitivity, config.noise, eps, rho, alpha)
+                _calibrate(name, f"sum__{name}", sensitivity, config.noise, eps, rho, alpha, here)
             )
             outputs.append(OutputMetric(name, "sum", encoding, name, None, None, share))
             continue
@@ -271,20 +345,29 @@ def build_plan(config: JobConfig) -> ReleasePlan:
             denominator = f"{name}.count"
             aggregates.append(
                 _calibrate(
-                    denominator, ROWS, count_sensitivity(bounds), config.noise, eps, rho, alpha
+                    denominator,
+                    ROWS,
+                    count_sensitivity(bounds),
+                    config.noise,
+                    eps,
+                    rho,
+                    alpha,
+                    here,
                 )
             )
         numerator = f"{name}.normalized_sum"
         sensitivity = sensitivity_for_partition_bound(bounds, linf * encoding.width)
         aggregates.append(
-            _calibrate(numerator, f"nsum__{name}", sensitivity, config.noise, eps, rho, alpha)
+            _calibrate(numerator, f"nsum__{name}", sensitivity, config.noise, eps, rho, alpha, here)
         )
         squares = None
         if metric.metric == "variance":
             squares = f"{name}.normalized_sum_of_squares"
             sensitivity = sensitivity_for_partition_bound(bounds, linf * encoding.width**2)
             aggregates.append(
-                _calibrate(squares, f"nsq__{name}", sensitivity, config.noise, eps, rho, alpha)
+                _calibrate(
+                    squares, f"nsq__{name}", sensitivity, config.noise, eps, rho, alpha, here
+                )
             )
         outputs.append(
             OutputMetric(name, metric.metric, encoding, numerator, denominator, squares, share)
@@ -292,11 +375,14 @@ def build_plan(config: JobConfig) -> ReleasePlan:
 
     spends.extend(a.spend for a in aggregates)
     composition = compose(spends, conversion_delta=conversion_delta)
-    if composition.epsilon > epsilon * (1 + 1e-9) or composition.delta > delta * (1 + 1e-9):
+    # The zCDP conversion is a numerical inverse, accurate to about 1e-9 relative at the
+    # smallest epsilons; the composed figure is the rounded-up one, and it is what the
+    # ledger charges, so a margin of 1e-8 keeps this a check for gross errors only.
+    if composition.epsilon > epsilon * (1 + 1e-8) or composition.delta > delta * (1 + 1e-8):
         raise AssertionError(
             f"plan composes to ({composition.epsilon}, {composition.delta}), over the budget"
         )
-    return ReleasePlan(
+    plan = ReleasePlan(
         config=config,
         bounds=bounds,
         selection=selection,
@@ -306,6 +392,8 @@ def build_plan(config: JobConfig) -> ReleasePlan:
         group_privacy=group_privacy_table(composition.epsilon, composition.delta),
         alpha=alpha,
     )
+    check_exact_arithmetic(plan)
+    return plan
 
 
 def _noise_params(noise: NoiseDistribution) -> dict[str, object]:

@@ -8,12 +8,14 @@ written last; a version without a manifest does not exist; versions are never re
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.errors import PublishError
 from pipelines.manifest import DataFile, validate_manifest
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 STAGING = "_staging"
 MANIFEST = "manifest.json"
-
-
-class PublishError(RuntimeError):
-    """The release could not be published; nothing was published."""
+README = "README.md"
+# Digests of the version's manifest and README, written after the manifest.
+CHECKSUMS = "SHA256SUMS"
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,41 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tidy_data_dir(data: Path) -> None:
-    """Keep only the Parquet part files Spark wrote (drop _SUCCESS and .crc side files)."""
-    for child in data.iterdir():
-        if not child.name.endswith(".parquet") or child.name.startswith((".", "_")):
-            child.unlink()
+# The physical layout of a release is a function of its released rows only
+# (docs/privacy.md §9): rows sorted by the key columns, a file count and row groups
+# computed from the released row count, fixed file names, one writer configuration.
+ROWS_PER_FILE = 1_000_000
+ROWS_PER_ROW_GROUP = 131_072
+
+
+def layout_release(noisy: Path, data: Path, schema: pa.Schema, keys: list[str]) -> int:
+    """Write the released table from ``noisy`` (any layout) to ``data`` in the canonical
+    layout; returns the released row count.
+
+    Invariant: for two runs whose released tables are equal as sets of rows, the bytes
+    of every file under ``data`` are equal, whatever the order, number or sizes of the
+    files in ``noisy`` (which depend on how Spark scheduled the private input). The
+    released table is public (noisy), so reading it on the driver is no privacy matter;
+    it must fit in driver memory (see README, limits).
+    """
+    parts = sorted(p for p in noisy.glob("*.parquet") if not p.name.startswith((".", "_")))
+    tables = [pq.read_table(p).select(schema.names).cast(schema) for p in parts]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    # One row per released partition, in key order (nulls cannot occur in keys).
+    table = table.sort_by([(k, "ascending") for k in keys]) if table.num_rows else table
+    rows: int = table.num_rows
+    files = max(1, -(-rows // ROWS_PER_FILE))
+    data.mkdir(parents=True, exist_ok=False)
+    for index in range(files):
+        chunk = table.slice(index * ROWS_PER_FILE, ROWS_PER_FILE)
+        pq.write_table(
+            chunk,
+            data / f"part-{index:05d}-of-{files:05d}.parquet",
+            row_group_size=ROWS_PER_ROW_GROUP,
+            compression="zstd",
+            write_statistics=True,
+        )
+    return rows
 
 
 def describe_schema(schema: pa.Schema) -> list[dict[str, str]]:
@@ -135,23 +167,76 @@ def check_data_files(data: Path, expected: pa.Schema) -> list[DataFile]:
     return out
 
 
-def write_text_last(staging: Path, manifest: dict[str, Any], readme: str) -> None:
-    """Write README.md, then manifest.json (the commit marker) into the staging directory."""
-    (staging / "README.md").write_text(readme, encoding="utf-8")
+def write_text_last(staging: Path, manifest: dict[str, Any], readme: str) -> dict[str, str]:
+    """Write README.md, then manifest.json (the commit marker), then the checksum file.
+
+    Returns the SHA-256 of the manifest and the README, as the ledger records them.
+    """
+    (staging / README).write_text(readme, encoding="utf-8")
     temporary = staging / f".{MANIFEST}.tmp"
     temporary.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(temporary, staging / MANIFEST)
+    digests = text_digests(staging)
+    (staging / CHECKSUMS).write_text(
+        "".join(f"{digests[name]}  {name}\n" for name in (MANIFEST, README)), encoding="utf-8"
+    )
+    return digests
 
 
-def publish(staging: Path, release: Path, stamp: Callable[[str], None]) -> Version:
+def text_digests(version_dir: Path) -> dict[str, str]:
+    """SHA-256 of a version's manifest and README (missing files are absent)."""
+    return {
+        name: _sha256(version_dir / name)
+        for name in (MANIFEST, README)
+        if (version_dir / name).is_file()
+    }
+
+
+def recorded_digests(version_dir: Path) -> dict[str, str]:
+    """The digests the version's checksum file records (empty if it has none)."""
+    path = version_dir / CHECKSUMS
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text("utf-8").splitlines():
+        digest, _, name = line.partition("  ")
+        out[name] = digest
+    return out
+
+
+@contextmanager
+def publish_lock(release: Path) -> Iterator[None]:
+    """Hold the release's publish lock (an exclusive ``flock`` on a local file system).
+
+    Invariant: between taking and releasing it, no other dprelease process publishes a
+    version of this release, so a check made inside holds at the rename.
+    """
+    release.mkdir(parents=True, exist_ok=True)
+    # The lock is on the release directory itself: no lock file appears in the layout.
+    handle = os.open(release, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing the descriptor releases the lock
+
+
+def publish(
+    staging: Path,
+    release: Path,
+    stamp: Callable[[str], None],
+    still_current: Callable[[], None] = lambda: None,
+) -> Version:
     """Atomically rename the complete staging directory to the next free version.
 
-    ``stamp(version)`` writes the manifest (last) for that version label into staging.
-    Invariant: concurrent publishers never share or overwrite a version; the rename either
-    makes the whole version visible or nothing, and a taken number is re-stamped, never
-    rewritten in place.
+    Under the release's publish lock: ``still_current()`` re-checks what the run decided
+    at its start (it raises to stop the publication), then ``stamp(version)`` writes the
+    manifest (last) for that version label into staging, then one rename publishes.
+    Invariant: concurrent publishers never share or overwrite a version; the rename
+    either makes the whole version visible or nothing.
     """
-    for _ in range(1000):
+    with publish_lock(release):
+        still_current()
         number = next_version_number(release)
         target = release / f"v{number:04d}"
         stamp(target.name)
@@ -160,12 +245,9 @@ def publish(staging: Path, release: Path, stamp: Callable[[str], None]) -> Versi
         try:
             # rename onto an existing, non-empty directory fails: it never merges.
             os.rename(staging, target)
-            return Version(target, number)
         except OSError as error:
-            if target.exists():
-                continue
             raise PublishError(f"cannot publish {target}: {error.strerror or error}") from None
-    raise PublishError("no free version number after 1000 attempts")
+        return Version(target, number)
 
 
 def next_version_number(release: Path) -> int:
@@ -179,22 +261,51 @@ def next_version_number(release: Path) -> int:
     return max(numbers) + 1
 
 
+def check_text_digests(version_dir: Path, expected: dict[str, str], source: str) -> list[str]:
+    """Problems where the manifest or README differ from the digests ``source`` records."""
+    if not expected:
+        return [f"{source}: no digests recorded for this version"]
+    actual = text_digests(version_dir)
+    return [
+        f"{name}: missing, or edited since publication (SHA-256 differs from {source})"
+        for name in (MANIFEST, README)
+        if actual.get(name) != expected.get(name)
+    ]
+
+
+def unpublished_version_dirs(release: Path) -> list[Path]:
+    """Version directories without a manifest: only a deletion can make one (a crashed
+    publication never renames an incomplete staging directory)."""
+    if not release.is_dir():
+        return []
+    return sorted(
+        child
+        for child in release.iterdir()
+        if VERSION_PATTERN.match(child.name) and not (child / MANIFEST).is_file()
+    )
+
+
 def verify_release(version_dir: Path) -> list[str]:
     """Problems found in a published version (empty list: it verifies).
 
-    Checks: the manifest exists and passes the allow-list schema; the data directory holds
+    Checks: the manifest and README match the version's checksum file; the manifest
+    exists and passes the allow-list schema; the data directory holds
     exactly the listed files with the listed sizes, SHA-256 and row counts; every file has
     the listed schema; released values sit inside their noise intervals, counts and sums on
     their grid.
     """
     problems: list[str] = []
     if not (version_dir / MANIFEST).is_file():
-        return [f"{version_dir}: no {MANIFEST}: this is not a published version"]
+        return [f"{version_dir}: no {MANIFEST}: deleted, or not a published version"]
+    problems.extend(check_text_digests(version_dir, recorded_digests(version_dir), CHECKSUMS))
     try:
         manifest = read_manifest(version_dir)
         validate_manifest(manifest)
     except Exception as error:
-        return [f"{MANIFEST}: invalid ({type(error).__name__}: {str(error).splitlines()[0]})"]
+        problems.append(
+            f"{MANIFEST}: invalid ({type(error).__name__}: {str(error).splitlines()[0]})"
+        )
+        return problems
     listed = {f["path"]: f for f in manifest["data"]["files"]}
     present = (
         {f"data/{p.name}" for p in (version_dir / "data").glob("*") if p.is_file()}

@@ -34,7 +34,8 @@ import pyspark
 import pytest
 import yaml
 
-from jobs.cli import ExitCode, main
+from jobs.cli import main
+from pipelines.errors import ExitCode
 
 pytestmark = pytest.mark.cluster
 

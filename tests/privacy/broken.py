@@ -109,9 +109,9 @@ def passing_output_contract(
 
 # (iv) Partition selection thresholding on row counts instead of unit counts.
 def aggregated_frame_counting_rows_as_units(
-    spark: SparkSession, plan: ReleasePlan, frame: DataFrame, salt: BoundingSalt
+    plan: ReleasePlan, frame: DataFrame, public_keys: DataFrame | None, salt: BoundingSalt
 ) -> tuple[DataFrame, ObservedInput]:
-    aggregated, observed = REAL_AGGREGATED_FRAME(spark, plan, frame, salt)
+    aggregated, observed = REAL_AGGREGATED_FRAME(plan, frame, public_keys, salt)
     return aggregated.withColumn(UNITS, F.col(ROWS).cast(T.LongType())), observed
 
 

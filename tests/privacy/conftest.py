@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pyspark import cloudpickle
 
+import pipelines.config
 import tests.doubles
 import tests.privacy.broken
 import tests.privacy.recording
@@ -40,3 +42,16 @@ def audit_config(output_root: Path, input_path: Path, **overrides: Any) -> dict[
         "ledger": {"dataset": "audit", "lifetime_budget": dict(HUGE_LIFETIME)},
     }
     return raw | overrides
+
+
+@pytest.fixture
+def audit_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raise the release ceilings for audits that must *see* a violation.
+
+    A measurable delta_p needs delta near 1e-3 at 10^4 trials, and the repartition audit
+    needs the finest grid (epsilon about 1.5e6). Production keeps DELTA_CEILING and
+    EPSILON_MAX (tested in tests/unit/test_config.py and test_budget_integrity.py); the
+    config reads them at validation time, so this test-only override reaches no CLI.
+    """
+    monkeypatch.setattr(pipelines.config, "DELTA_CEILING", 1e-2)
+    monkeypatch.setattr(pipelines.config, "EPSILON_MAX", 2e6)

@@ -29,10 +29,10 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from jobs.cli import ExitCode, main
+from jobs.cli import main
 from pipelines.config import config_from_mapping
+from pipelines.errors import ExitCode, InputContractError
 from pipelines.job import run_release
-from pipelines.source import InputContractError
 from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import EVENTS
 from tests.spark.conftest import write_rows

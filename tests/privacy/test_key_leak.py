@@ -38,6 +38,9 @@ from tests.privacy.broken import TripledKeepNoise, use_variant
 from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import EVENTS
 
+# These audits need ceilings above production (see the fixture).
+pytestmark = pytest.mark.usefixtures("audit_limits")
+
 ROWS_PER_UNIT = 4
 # Family-wise false-failure rate of one key-leak check: alpha/2 for the violation test
 # (LCB > delta_p), alpha/2 for the two-sided consistency with the exact keep probability.

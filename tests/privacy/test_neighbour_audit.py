@@ -26,6 +26,9 @@ from tests.privacy.broken import use_variant
 from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import Design, off_grid_columns, statistics, write_neighbours
 
+# These audits need ceilings above production (see the fixture).
+pytestmark = pytest.mark.usefixtures("audit_limits")
+
 # Claims: epsilon 1 for COUNT, SUM and the MEAN's normalized sum, 2 for selection (a short
 # keep table: every key with 9 units is kept), delta 1e-3.
 BUDGET = {

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from jobs.cli import ExitCode, main
+from jobs.cli import main
 from pipelines.config import config_from_mapping
+from pipelines.errors import ExitCode
 from pipelines.ledger import SqliteLedger
 from pipelines.release import read_manifest
 from tests.privacy.conftest import audit_config

@@ -67,10 +67,11 @@ def install(stage: str) -> None:
             run_id: str,
             status: Literal["published", "failed"],
             version: str | None = None,
+            digests: dict[str, str] | None = None,
         ) -> None:
             if status == "published":
                 _die()
-            mark(ledger, run_id, status, version)
+            mark(ledger, run_id, status, version, digests)
 
         pipelines.job._mark = mark_or_die
     else:

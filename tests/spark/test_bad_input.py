@@ -17,14 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from jobs.cli import ExitCode, main
+from jobs.cli import main
 from pipelines.config import config_from_mapping
+from pipelines.errors import ExitCode
 from pipelines.job import run_release
-from pipelines.release import VERSION_PATTERN, published_versions, verify_release
+from pipelines.ledger import SqliteLedger
+from pipelines.release import (
+    VERSION_PATTERN,
+    published_versions,
+    read_manifest,
+    verify_release,
+)
 from tests.spark.conftest import EVENTS, raw_job_config, write_rows
 
 CANARY = "ZQXCANARY31337"
@@ -130,6 +138,17 @@ def unusable_ledger(raw: dict[str, Any], directory: Path) -> None:
     blocker = directory / "a-file"
     blocker.write_text("not a directory")
     raw["ledger"]["path"] = str(blocker / "ledger.sqlite")
+
+
+def lowered_lifetime(epsilon: float = 1000.0, delta: float = 1e-3) -> Edit:
+    """Lower the pinned lifetime with the recorded ledger command, and state it in the config."""
+
+    def edit(raw: dict[str, Any], directory: Path) -> None:
+        ledger = SqliteLedger(Path(raw["release"]["output_root"]) / "_ledger" / "ledger.sqlite")
+        ledger.set_lifetime("events", "user", epsilon, delta, "catalogue case", "tests")
+        raw["ledger"]["lifetime_budget"] = {"epsilon": epsilon, "delta": delta}
+
+    return edit
 
 
 def with_schema(**types: pa.DataType) -> pa.Schema:
@@ -324,7 +343,7 @@ CASES = [
     Case(
         "input_path_missing",
         INPUT,
-        ("input: cannot read", "nowhere.parquet"),
+        ("input.path", "nowhere.parquet", "does not exist"),
         put("input.path", "/nonexistent/nowhere.parquet"),
     ),
     Case("output_root_not_writable", CONFIG, ("release.output_root",), unwritable_root),
@@ -333,13 +352,19 @@ CASES = [
         "lifetime_budget_exceeded",
         BUDGET,
         ("privacy budget refused", "'events'", "requested ε=1", "remaining ε=0.5"),
-        put("ledger.lifetime_budget.epsilon", 1.5),
+        lowered_lifetime(epsilon=1.5),
     ),
     Case(
         "lifetime_delta_exceeded",
         BUDGET,
         ("privacy budget refused", "requested", "δ=1e-06"),
-        put("ledger.lifetime_budget.delta", 1.5e-6),
+        lowered_lifetime(delta=1.5e-6),
+    ),
+    Case(
+        "lifetime_raised_in_config_only",
+        BUDGET,
+        ("ledger.lifetime_budget", "pinned", "set-lifetime"),
+        put("ledger.lifetime_budget.epsilon", 5000.0),
     ),
     Case("ledger_missing", CONFIG, ("ledger: required field is missing",), remove("ledger")),
     Case("ledger_dataset_blank", CONFIG, ("ledger.dataset",), put("ledger.dataset", "  ")),
@@ -403,13 +428,16 @@ CASES = [
     ),
     # Input rows.
     Case(
-        "empty_dataset", INPUT, ("no usable row", "rows.parquet", "contracts.empty_input"), rows([])
+        "empty_dataset_with_fail",
+        INPUT,
+        ("no usable row", "rows.parquet", "contracts.empty_input"),
+        rows([], empty_input="fail"),
     ),
     Case(
-        "all_privacy_units_null_dropped",
+        "all_privacy_units_null_dropped_with_fail",
         INPUT,
-        ("no usable row", "null_privacy_unit on 'user'"),
-        rows([r | {"user": None} for r in GOOD]),
+        ("no usable row", "contracts.empty_input", "operator report"),
+        rows([r | {"user": None} for r in GOOD], empty_input="fail"),
     ),
     Case(
         "all_privacy_units_null_fail",
@@ -432,7 +460,7 @@ CASES = [
     Case(
         "infinite_values_fail",
         INPUT,
-        ("2 row(s) with a null, NaN or infinite value in column 'value'",),
+        ("rows with a null, NaN or infinite value in column 'value'", "operator report"),
         rows(
             [*GOOD, BAD_ROW | {"value": float("inf")}, BAD_ROW | {"value": float("-inf")}],
             non_finite_value="fail",
@@ -500,3 +528,52 @@ def test_bad_input(
     for report in (release / "_operator").rglob("*") if (release / "_operator").exists() else []:
         if report.is_file():
             assert CANARY not in report.read_text(encoding="utf-8")
+
+
+# Inputs that must succeed: awkward but valid column names reach the release intact.
+
+UNIT, KEY, VALUE = "user id", "region.name", "value`eur"
+ODD_NAMES = pa.schema([(UNIT, pa.string()), (KEY, pa.string()), (VALUE, pa.float64())])
+
+
+def odd_names_config(root: Path, directory: Path, selection: str) -> dict[str, Any]:
+    """The base config over an input whose unit, key and value names need quoting."""
+    data = [{UNIT: f"u{i}-{CANARY}", KEY: "AB"[i % 2], VALUE: float(i % 10)} for i in range(400)]
+    raw = base_config(root, write_rows(directory / "input" / "odd.parquet", data, ODD_NAMES))
+    raw["privacy_unit"] = {"column": UNIT}
+    raw["partition_columns"] = [KEY]
+    bounds = {"column": VALUE, "lower": 0.0, "upper": 10.0}
+    raw["metrics"] = [
+        {"metric": "privacy_id_count"},
+        {"metric": "count"},
+        {"metric": "sum", "name": "sum_value", **bounds},
+        {"metric": "mean", "name": "mean_value", **bounds},
+    ]
+    if selection == "public":
+        public_keys(f"{KEY}\nA\nB\nC\n")(raw, directory)
+    return raw
+
+
+@pytest.mark.parametrize("selection", ["private", "public"])
+def test_column_names_with_a_space_a_dot_and_a_backtick_run_end_to_end(
+    selection: str, spark: SparkSession, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(odd_names_config(tmp_path / "releases", tmp_path, selection)))
+    capfd.readouterr()
+
+    code = main(["run", str(config)], spark=spark)
+
+    out, err = capfd.readouterr()
+    assert code == ExitCode.OK, err[-3000:]
+    assert CANARY not in out + err
+    version = tmp_path / "releases" / "events" / "v0001"
+    assert verify_release(version) == []
+    files = sorted((version / "data").glob("*.parquet"))
+    table = pa.concat_tables(pq.read_table(file) for file in files)
+    assert table.schema.names[0] == KEY
+    assert {"privacy_id_count", "count", "sum_value", "mean_value"} <= set(table.schema.names)
+    assert table.num_rows >= 2
+    assert set(table.column(KEY).to_pylist()) <= {"A", "B", "C"}
+    manifest = read_manifest(version)
+    assert manifest["partitions"]["columns"] == [KEY]

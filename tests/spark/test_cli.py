@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.cli import ExitCode, _parser, main
+from jobs.cli import _parser, main
+from pipelines.errors import ExitCode
 from tests.spark.conftest import job_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +82,11 @@ def test_no_cli_option_reaches_a_test_hook() -> None:
     options = {
         option for sub in subcommands for item in sub._actions for option in item.option_strings
     }
-    assert options <= {"-h", "--help", "--supersede"}
+    # verify --config names the ledger to check against; set-lifetime takes the new values.
+    allowed = {"-h", "--help", "--supersede", "--config", "--format"}
+    assert options <= allowed | {"--epsilon", "--delta", "--reason"}
+    top = {option for item in parser._actions for option in item.option_strings}
+    assert top <= {"-h", "--help", "--version", "--verbose"}
 
 
 def test_run_prints_one_json_line_and_verify_accepts_the_release(

@@ -18,7 +18,8 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from jobs.cli import ExitCode, main
+from jobs.cli import main
+from pipelines.errors import ExitCode
 from pipelines.ledger import SqliteLedger
 from pipelines.release import VERSION_PATTERN, published_versions, read_manifest, verify_release
 from tests.spark.conftest import raw_job_config

@@ -11,8 +11,9 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from jobs.cli import ExitCode, main
+from jobs.cli import main
 from pipelines.config import config_from_mapping
+from pipelines.errors import ExitCode
 from pipelines.ledger import SqliteLedger, parse_entries
 from pipelines.release import published_versions, read_manifest, verify_release
 from tests.spark.conftest import raw_job_config
@@ -105,8 +106,11 @@ def test_a_failed_run_stays_charged(
     the attempt is charged (its status is 'failed') and counted against the lifetime."""
     empty = tmp_path / "empty.parquet"
     spark.createDataFrame([], "user string, key string, value double").write.parquet(str(empty))
-    config = write_config(tmp_path / "job.yaml", budgeted(tmp_path, empty, 10.0))
+    raw = budgeted(tmp_path, empty, 10.0)
+    raw["contracts"] = {"empty_input": "fail"}
+    config = write_config(tmp_path / "job.yaml", raw)
     assert run(config, spark) == ExitCode.INPUT_CONTRACT_FAILED
+    assert "charge stays" in capsys.readouterr().err
     capsys.readouterr()
 
     ledger = SqliteLedger(tmp_path / "releases" / "_ledger" / "ledger.sqlite")

@@ -15,10 +15,10 @@ import pytest
 from pyspark.sql import SparkSession
 
 from dp_ops.noise import NoiseDistribution
+from pipelines.errors import InputContractError
 from pipelines.job import run_release
 from pipelines.manifest import manifest_schema, validate_manifest
 from pipelines.release import published_versions, read_manifest, verify_release
-from pipelines.source import InputContractError
 from tests.doubles import ZeroNoise
 from tests.spark.conftest import job_config
 
@@ -53,10 +53,14 @@ def test_release_layout_manifest_and_verify(
     version = Path(result.path)
     assert result.status == "published"
     assert version == tmp_path / "releases" / "events" / "v0001"
-    assert sorted(p.name for p in version.iterdir()) == ["README.md", "data", "manifest.json"]
-    assert all(
-        p.name.startswith("part-") and p.suffix == ".parquet" for p in (version / "data").iterdir()
-    )
+    assert sorted(p.name for p in version.iterdir()) == [
+        "README.md",
+        "SHA256SUMS",
+        "data",
+        "manifest.json",
+    ]
+    # The canonical layout: one file for a small release, named by its index and count.
+    assert [p.name for p in (version / "data").iterdir()] == ["part-00000-of-00001.parquet"]
     assert not list((tmp_path / "releases" / "events" / "_staging").iterdir())
     assert verify_release(version) == []
     manifest = read_manifest(version)

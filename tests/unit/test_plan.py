@@ -94,7 +94,7 @@ def test_public_partitions_spend_no_selection_budget() -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     epsilon=st.floats(0.01, 20),
-    delta=st.floats(1e-12, 1e-3),
+    delta=st.floats(1e-12, 1e-4),
     l0=st.integers(1, 50),
     linf=st.integers(1, 50),
     lower=st.floats(-1e6, 1e6),

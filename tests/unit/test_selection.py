@@ -1,4 +1,4 @@
-"""Private partition selection: keep tables, thresholds and the worked values of DP_REFERENCE §4."""
+"""Private partition selection: keep tables, thresholds and worked values of docs/privacy.md §6."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_truncated_geometric_worked_values(l0: int, half_at: int) -> None:
 def test_laplace_threshold_worked_values(l0: int, continuous: float, discrete: int) -> None:
     epsilon, delta = 1.0, 1e-5
     _, delta_p = per_partition_budget(epsilon, delta, l0)
-    # The continuous form of DP_REFERENCE §4.
+    # The continuous form of docs/privacy.md §6.
     assert 1 - (l0 / epsilon) * math.log(2 * delta_p) == pytest.approx(continuous, abs=0.01)
     rule = LaplaceThresholdSelection(epsilon=epsilon, delta=delta, max_partitions_per_unit=l0)
     assert rule.noise.scale == Fraction(l0)

@@ -1,6 +1,6 @@
 """Static privacy rules over dp_ops/ and pipelines/, checked on the syntax tree (not grep).
 
-Rules (DP_REFERENCE §3 and §7 "bad RNG"):
+Rules (docs/privacy.md §5, exact sampling from the OS CSPRNG):
 
 * ``spark-in-dp-ops``: dp_ops imports no pyspark / pandas / pyarrow / great_expectations.
 * ``random-module``: nobody imports the ``random`` module (``secrets`` and ``os.urandom``
