@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from py4j.protocol import Py4JJavaError  # type: ignore[import-untyped]
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -55,10 +56,25 @@ def _read(
         assert path is not None
         reader = spark.read.format(fmt).options(**options)
         return (reader if schema is None else reader.schema(schema)).load(path)
-    except AnalysisException as error:
-        reason = getattr(error, "getCondition", lambda: None)() or type(error).__name__
+    except (AnalysisException, Py4JJavaError) as error:
+        # Resolving a source reads metadata only (paths, footers, headers, the format's
+        # class); the reason names the error class, never a value.
         where = table if table is not None else path
-        raise InputContractError(f"{what}: cannot read {where!s} as {fmt} ({reason})") from None
+        raise InputContractError(
+            f"{what}: cannot read {where!s} as {fmt} ({_reason(error)}); check "
+            f"{what}.path, {what}.format and {what}.options"
+        ) from None
+
+
+def _reason(error: Exception) -> str:
+    """The error class of a failed source resolution (Spark's condition, or the JVM class)."""
+    condition = getattr(error, "getCondition", lambda: None)()
+    if condition:
+        return str(condition)
+    java = getattr(error, "java_exception", None)
+    if java is not None:
+        return str(java.getClass().getName())
+    return type(error).__name__
 
 
 # Side files Spark and Hadoop writers leave next to data files; Spark skips them.

@@ -169,11 +169,96 @@ class Case:
     edit: Edit | None = None
     text: str | None = None  # raw config file text instead of the edited mapping
     missing_file: bool = False
+    charged: bool = False  # True: the failure comes after the charge, which stays
+
+
+def input_dir(*files: tuple[str, bytes | list[dict[str, Any]]]) -> Edit:
+    """Point the input at a folder holding ``files``: rows (written as Parquet) or raw bytes."""
+
+    def edit(raw: dict[str, Any], directory: Path) -> None:
+        folder = directory / "input-dir"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in files:
+            if isinstance(content, bytes):
+                (folder / name).write_bytes(content)
+            else:
+                write_rows(folder / name, content, EVENTS)
+        raw["input"] = {"path": str(folder)}
+
+    return edit
+
+
+def truncated_parquet(raw: dict[str, Any], directory: Path) -> None:
+    path = write_rows(directory / "input-dir" / "part-0.parquet", GOOD, EVENTS)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    raw["input"] = {"path": str(path.parent)}
+
+
+def disagreeing_parts(raw: dict[str, Any], directory: Path) -> None:
+    folder = directory / "input-dir"
+    write_rows(folder / "part-0.parquet", GOOD, EVENTS)
+    text_values = [r | {"value": str(r["value"])} for r in GOOD]
+    write_rows(folder / "part-1.parquet", text_values, with_schema(value=pa.string()))
+    raw["input"] = {"path": str(folder)}
 
 
 CONFIG, INPUT = ExitCode.CONFIG_ERROR, ExitCode.INPUT_CONTRACT_FAILED
 BUDGET = ExitCode.BUDGET_REFUSED
 CASES = [
+    # Metadata, checked before the charge (nothing charged).
+    Case(
+        "corrupt_parquet_file",
+        INPUT,
+        ("part-0.parquet", "not a readable Parquet file"),
+        truncated_parquet,
+    ),
+    Case(
+        "stray_text_file_in_input_folder",
+        INPUT,
+        ("README.txt", "not a readable Parquet file"),
+        input_dir(("part-0.parquet", GOOD), ("README.txt", b"notes about the data\n")),
+    ),
+    Case(
+        "hidden_file_spark_would_skip",
+        INPUT,
+        ("_part-1.parquet", "Spark would skip it"),
+        input_dir(("part-0.parquet", GOOD), ("_part-1.parquet", GOOD)),
+    ),
+    Case(
+        "part_files_disagree_on_a_type",
+        INPUT,
+        ("column 'value'", "part-1.parquet", "all input files must agree"),
+        disagreeing_parts,
+    ),
+    Case("format_misspelt", INPUT, ("input", "parket"), put("input.format", "parket")),
+    Case(
+        "inferred_schema_refused",
+        INPUT,
+        ("input.options.inferSchema", "input.schema"),
+        put("input", {"path": "/srv/x.csv", "format": "csv", "options": {"inferSchema": True}}),
+    ),
+    Case(
+        "declared_type_differs_from_parquet",
+        INPUT,
+        ("input.schema.value", "declared long"),
+        put("input.schema", {"value": "long"}),
+    ),
+    Case("epsilon_boolean", CONFIG, ("budget.epsilon", "true/false"), put("budget.epsilon", True)),
+    Case(
+        "delta_above_ceiling", CONFIG, ("budget.delta", "DELTA_CEILING"), put("budget.delta", 0.5)
+    ),
+    Case(
+        "l0_above_limit",
+        CONFIG,
+        ("contribution_bounds.max_partitions_per_unit",),
+        put("contribution_bounds.max_partitions_per_unit", 10**15),
+    ),
+    Case(
+        "duplicate_yaml_key",
+        CONFIG,
+        ("budget.epsilon", "duplicate key"),
+        text="budget:\n  epsilon: 0.1\n  epsilon: 50\n",
+    ),
     # Budget.
     Case("epsilon_zero", CONFIG, ("budget.epsilon",), put("budget.epsilon", 0)),
     Case("epsilon_negative", CONFIG, ("budget.epsilon",), put("budget.epsilon", -1.0)),
@@ -432,30 +517,35 @@ CASES = [
         INPUT,
         ("no usable row", "rows.parquet", "contracts.empty_input"),
         rows([], empty_input="fail"),
+        charged=True,
     ),
     Case(
         "all_privacy_units_null_dropped_with_fail",
         INPUT,
         ("no usable row", "contracts.empty_input", "operator report"),
         rows([r | {"user": None} for r in GOOD], empty_input="fail"),
+        charged=True,
     ),
     Case(
         "all_privacy_units_null_fail",
         INPUT,
         ("null privacy unit in column 'user' (privacy_unit.column)",),
         rows([r | {"user": None} for r in GOOD], null_privacy_unit="fail"),
+        charged=True,
     ),
     Case(
         "null_partition_key_fail",
         INPUT,
         ("null partition key in column 'key' (partition_columns[0])",),
         rows([*GOOD, BAD_ROW | {"key": None}], null_partition_key="fail"),
+        charged=True,
     ),
     Case(
         "nan_value_fail",
         INPUT,
         ("in column 'value' (metrics[2].column, metrics[3].column)", "contracts.non_finite_value"),
         rows([*GOOD, BAD_ROW | {"value": float("nan")}], non_finite_value="fail"),
+        charged=True,
     ),
     Case(
         "infinite_values_fail",
@@ -465,6 +555,7 @@ CASES = [
             [*GOOD, BAD_ROW | {"value": float("inf")}, BAD_ROW | {"value": float("-inf")}],
             non_finite_value="fail",
         ),
+        charged=True,
     ),
     Case(
         "very_long_strings",
@@ -475,6 +566,7 @@ CASES = [
             + [{"user": LONG, "key": LONG, "value": None}],
             non_finite_value="fail",
         ),
+        charged=True,
     ),
 ]
 
@@ -524,6 +616,9 @@ def test_bad_input(
     assert [p.name for p in release.iterdir() if VERSION_PATTERN.match(p.name)] == ["v0001"]
     assert not any((release / "_staging").iterdir())
     assert snapshot(root) == before
+    ledger = SqliteLedger(root / "_ledger" / "ledger.sqlite")
+    charges = [e for e in ledger.entries() if e.data_period == "2026-W48"]
+    assert len(charges) == (1 if case.charged else 0), charges
     assert verify_release(release / "v0001") == []
     for report in (release / "_operator").rglob("*") if (release / "_operator").exists() else []:
         if report.is_file():
@@ -538,7 +633,7 @@ ODD_NAMES = pa.schema([(UNIT, pa.string()), (KEY, pa.string()), (VALUE, pa.float
 
 def odd_names_config(root: Path, directory: Path, selection: str) -> dict[str, Any]:
     """The base config over an input whose unit, key and value names need quoting."""
-    data = [{UNIT: f"u{i}-{CANARY}", KEY: "AB"[i % 2], VALUE: float(i % 10)} for i in range(400)]
+    data = [{UNIT: f"u{i}-{CANARY}", KEY: "AB"[i % 2], VALUE: float(i % 10)} for i in range(2000)]
     raw = base_config(root, write_rows(directory / "input" / "odd.parquet", data, ODD_NAMES))
     raw["privacy_unit"] = {"column": UNIT}
     raw["partition_columns"] = [KEY]

@@ -30,6 +30,8 @@ exit code                    task outcome
 6 verify found a problem     failed, never retried
 7 output contract failed     failed, never retried (a bug: report it)
 1 internal error, any other  failed, retried (a lost cluster, a killed driver...)
+130, 143 interrupted         failed, retried (SIGINT or SIGTERM: the run was marked
+                             failed and its staging removed; its charge stays)
 ===========================  ====================================================
 
 Why retrying is safe: a run publishes one version per data period by one atomic

@@ -1,0 +1,194 @@
+"""The config sections that set the privacy guarantee and its cost.
+
+The privacy unit, contribution bounds, metrics and their value bounds, the release
+budget, the ledger with its lifetime budget, and partition selection. Nothing here is a
+sensitivity or a noise scale (those are derived by code from the bounds and the budget,
+see ``pipelines.plan``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipelines.config.fields import ConfigPath, _Frozen
+from pipelines.config.limits import (
+    MAX_PARTITIONS_PER_UNIT_LIMIT,
+    MAX_ROWS_PER_UNIT_PER_PARTITION_LIMIT,
+    MIN_UNITS_LIMIT,
+    Delta,
+    Epsilon,
+    Integer,
+    LifetimeDelta,
+    LifetimeEpsilon,
+    Number,
+    _at_most,
+)
+from pipelines.config.sections import PublicKeysConfig
+from pipelines.ledger import dataset_name
+
+# Names released as column names: no path characters, no spaces.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+class PrivacyUnitConfig(_Frozen):
+    """The column that identifies a privacy unit, and what one unit's data covers."""
+
+    column: str = Field(description="Column holding the privacy unit id (a user, patient, device).")
+    time_scope: str = Field(
+        default="all rows of the unit in the input",
+        description="Text stating which of a unit's data one release protects.",
+    )
+
+
+_EXACT_SUMS = "integer sums and sensitivities must stay exact"
+
+
+class ContributionBoundsConfig(_Frozen):
+    """How much one privacy unit may contribute (after bounding)."""
+
+    max_partitions_per_unit: Annotated[
+        Integer,
+        _at_most(MAX_PARTITIONS_PER_UNIT_LIMIT, "MAX_PARTITIONS_PER_UNIT_LIMIT", _EXACT_SUMS),
+    ] = Field(gt=0, description="L0: partitions one unit may touch (1 to 1,000,000).")
+    max_rows_per_unit_per_partition: Annotated[
+        Integer,
+        _at_most(
+            MAX_ROWS_PER_UNIT_PER_PARTITION_LIMIT,
+            "MAX_ROWS_PER_UNIT_PER_PARTITION_LIMIT",
+            _EXACT_SUMS,
+        ),
+    ] = Field(gt=0, description="Linf: rows per unit and partition (1 to 1,000,000).")
+
+
+MetricName = Literal["count", "privacy_id_count", "sum", "mean", "variance"]
+
+
+class MetricConfig(_Frozen):
+    """One released statistic per partition."""
+
+    metric: MetricName = Field(description="count, privacy_id_count, sum, mean or variance.")
+    column: str | None = Field(default=None, description="Measured column (sum, mean, variance).")
+    lower: Number | None = Field(
+        default=None, description="Lower value bound (values are clamped)."
+    )
+    upper: Number | None = Field(
+        default=None, description="Upper value bound (values are clamped)."
+    )
+    name: str | None = Field(
+        default=None, description="Output column name; default metric[_column]."
+    )
+
+    @model_validator(mode="after")
+    def _bounds_match_metric(self) -> MetricConfig:
+        measured = self.metric in ("sum", "mean", "variance")
+        if measured:
+            if self.column is None:
+                raise ValueError(f"metric '{self.metric}' needs 'column'")
+            if self.lower is None or self.upper is None:
+                raise ValueError(f"metric '{self.metric}' needs 'lower' and 'upper'")
+            if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
+                raise ValueError("'lower' and 'upper' must be finite numbers")
+            if self.lower > self.upper:
+                raise ValueError(f"'lower' ({self.lower}) is greater than 'upper' ({self.upper})")
+            if self.metric == "sum" and self.lower == self.upper == 0:
+                raise ValueError("'lower' and 'upper' are both 0: the sum is always 0")
+            if self.metric in ("mean", "variance") and self.lower == self.upper:
+                raise ValueError("'lower' must be smaller than 'upper' for mean and variance")
+            if max(abs(self.lower), abs(self.upper)) > 2.0**60:
+                raise ValueError("bounds beyond ±2^60 are not supported")
+        elif self.column is not None or self.lower is not None or self.upper is not None:
+            raise ValueError(f"metric '{self.metric}' takes no 'column', 'lower' or 'upper'")
+        if self.name is not None and not _NAME.match(self.name):
+            raise ValueError("'name' must be letters, digits and '_', starting with a letter")
+        return self
+
+    @property
+    def output_name(self) -> str:
+        """The released column name."""
+        if self.name is not None:
+            return self.name
+        return self.metric if self.column is None else f"{self.metric}_{self.column}"
+
+
+class BudgetConfig(_Frozen):
+    """The privacy budget of this release, and how it is split."""
+
+    epsilon: Epsilon = Field(description="Total epsilon of the release, 1e-6 to 100.")
+    delta: Delta = Field(
+        default=0.0, description="Total delta of the release: 0, or 1e-100 to 1e-4 (DELTA_CEILING)."
+    )
+    weights: dict[str, Number] | None = Field(
+        default=None,
+        description=(
+            "Share of the budget per mechanism: 'selection' (private selection only) and each "
+            "metric's output name. Must sum to 1. Default: equal shares."
+        ),
+    )
+
+
+class LifetimeBudgetConfig(_Frozen):
+    """The most (epsilon, delta) all releases of one dataset and privacy unit may spend."""
+
+    epsilon: LifetimeEpsilon = Field(
+        description="Lifetime epsilon of the dataset per privacy unit (> 0)."
+    )
+    delta: LifetimeDelta = Field(default=0.0, description="Lifetime delta, 0 <= delta < 1.")
+
+
+class LedgerConfig(_Frozen):
+    """Where the spend of every run is recorded, and the lifetime budget it is checked against."""
+
+    dataset: str = Field(
+        description=(
+            "Name of the private dataset this job reads. Every release of the same dataset "
+            "and privacy unit draws on one lifetime budget (sequential composition). Case "
+            "and surrounding spaces are ignored."
+        )
+    )
+    lifetime_budget: LifetimeBudgetConfig
+    path: ConfigPath | None = Field(
+        default=None,
+        description=(
+            "SQLite ledger file on a local file system (relative: to the config file's "
+            "folder). Default: <release.output_root>/_ledger/ledger.sqlite."
+        ),
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _canonical_dataset(cls, value: str) -> str:
+        """Invariant: the stored name is canonical, so spellings of one name share a budget."""
+        return dataset_name(value)
+
+
+SelectionMechanism = Literal[
+    "truncated_geometric", "laplace_threshold", "gaussian_threshold", "public"
+]
+
+
+class PartitionSelectionConfig(_Frozen):
+    """How partition keys come to be released."""
+
+    mechanism: SelectionMechanism = Field(default="truncated_geometric")
+    min_units: Annotated[
+        Integer, _at_most(MIN_UNITS_LIMIT, "MIN_UNITS_LIMIT", "no real partition has more units")
+    ] = Field(
+        default=1,
+        ge=1,
+        description="Pre-threshold: never release a partition with fewer units (at most 10^9).",
+    )
+    public_keys: PublicKeysConfig | None = Field(
+        default=None, description="For mechanism 'public'."
+    )
+
+    @model_validator(mode="after")
+    def _keys_iff_public(self) -> PartitionSelectionConfig:
+        if self.mechanism == "public" and self.public_keys is None:
+            raise ValueError("mechanism 'public' needs 'public_keys'")
+        if self.mechanism != "public" and self.public_keys is not None:
+            raise ValueError("'public_keys' is only used with mechanism 'public'")
+        return self
