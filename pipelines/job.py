@@ -17,6 +17,7 @@ from typing import Literal
 import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.aggregation import (
@@ -48,7 +49,7 @@ from pipelines.integrity import (
 from pipelines.ledger import BudgetState, LedgerEntry, SqliteLedger
 from pipelines.manifest import ReleaseIdentity, build_manifest, render_readme
 from pipelines.noising import NoiseSource, SecureNoise, apply_noise, output_type
-from pipelines.plan import ReleasePlan, build_plan
+from pipelines.plan import UNITS, ReleasePlan, build_plan
 from pipelines.release import (
     MANIFEST,
     README,
@@ -146,6 +147,17 @@ def aggregated_frame(
     if public_keys is not None:
         aggregated = add_public_partitions(aggregated, public_keys, plan)
     return aggregated, observed
+
+
+def public_key_matches(aggregated: DataFrame, listed: int) -> dict[str, object]:
+    """Operator-only figures (no noise): how many public keys have rows in the data.
+
+    ``none_matched`` flags a keys file that matches nothing (a case or whitespace
+    difference, a wrong file): such a release is pure noise. Never logged or published.
+    """
+    # One row per public key; UNITS is its distinct-unit count before noise.
+    matched = aggregated.filter(F.col(UNITS) > 0).count()
+    return {"listed": listed, "matched": matched, "none_matched": matched == 0}
 
 
 def _status(error: BaseException) -> str:
@@ -334,9 +346,13 @@ def _noisy_release(
     # partition, kept in Spark storage, never written out) and counts the contract figures.
     aggregated = aggregated.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        aggregated.count()
+        candidates = aggregated.count()
         figures = observed.figures()
         run.report.summary["input"] = input_summary(figures, config)
+        if run.public_keys is not None:
+            run.report.summary["public_keys"] = public_key_matches(aggregated, candidates)
+            # The same line whatever matched: the figures are operator-only.
+            log.info("public keys: how many matched the data is in the operator report")
         run.report.record(judge_input(figures, config))
         released = apply_noise(aggregated, plan, source)
         log.info("run %s: computing and writing the noisy release to staging", run.run_id)

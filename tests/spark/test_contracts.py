@@ -372,3 +372,29 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
     assert isinstance(verdict.error, OutputContractError)
     assert "release schema" in str(verdict.error)
     assert verdict.results["output_schema"]["success"] is False
+
+
+@pytest.mark.parametrize(("keys_text", "matched"), [("key\nA\nB\nZ\n", 2), ("key\na\nb\n", 0)])
+def test_the_operator_report_says_how_many_public_keys_matched(
+    spark: SparkSession,
+    tmp_path: Path,
+    events_path: Path,
+    keys_text: str,
+    matched: int,
+    operator_log: list[str],
+) -> None:
+    """Keys that differ from the data by case match nothing: the release is pure noise.
+    The report (operator-only) flags it; the log line is the same either way."""
+    keys = tmp_path / "keys.csv"
+    keys.write_text(keys_text)
+    public = {"mechanism": "public", "public_keys": {"path": str(keys)}}
+    config = job_config(tmp_path, events_path, partition_selection=public)
+    run_release(spark, config)
+    summary = read_json(operator_run(tmp_path / "releases" / "events") / SUMMARY)
+    listed = keys_text.count("\n") - 1
+    assert summary["public_keys"] == {
+        "listed": listed,
+        "matched": matched,
+        "none_matched": matched == 0,
+    }
+    assert "public keys: how many matched the data is in the operator report" in operator_log
