@@ -48,7 +48,7 @@ from pipelines.integrity import (
 )
 from pipelines.ledger import BudgetState, LedgerEntry, SqliteLedger
 from pipelines.manifest import ReleaseIdentity, build_manifest, render_readme
-from pipelines.noising import NoiseSource, SecureNoise, apply_noise, output_type
+from pipelines.noising import NoiseSource, SecureNoise, apply_noise, release_schema
 from pipelines.plan import UNITS, ReleasePlan, build_plan
 from pipelines.release import (
     MANIFEST,
@@ -76,19 +76,6 @@ log = logging.getLogger("dprelease")
 # The staging sub-directory of Spark's write of the noisy table (never published).
 NOISY_DIR = "noisy"
 
-_ARROW_TYPES: dict[type[T.DataType], pa.DataType] = {
-    T.ByteType: pa.int8(),
-    T.ShortType: pa.int16(),
-    T.IntegerType: pa.int32(),
-    T.LongType: pa.int64(),
-    T.DoubleType: pa.float64(),
-    T.StringType: pa.string(),
-    T.BooleanType: pa.bool_(),
-    T.DateType: pa.date32(),
-    T.TimestampType: pa.timestamp("us", tz="UTC"),
-    T.TimestampNTZType: pa.timestamp("us"),
-}
-
 
 @dataclass(frozen=True)
 class ReleaseResult:
@@ -102,20 +89,6 @@ class ReleaseResult:
     epsilon: float
     delta: float
     budget: BudgetState
-
-
-def release_schema(plan: ReleasePlan, keys: T.StructType) -> pa.Schema:
-    """The explicit Arrow schema of the released Parquet files."""
-    fields = [pa.field(f.name, _ARROW_TYPES[type(f.dataType)]) for f in keys.fields]
-    for output in plan.outputs:
-        value = _ARROW_TYPES[type(output_type(output))]
-        fields += [
-            pa.field(output.name, value),
-            pa.field(f"{output.name}_std", pa.float64()),
-            pa.field(f"{output.name}_ci_low", value),
-            pa.field(f"{output.name}_ci_high", value),
-        ]
-    return pa.schema(fields)
 
 
 def clean_rows(frame: DataFrame, plan: ReleasePlan) -> DataFrame:

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -326,3 +327,31 @@ def apply_noise(aggregated: DataFrame, plan: ReleasePlan, source: NoiseSource) -
     return drawn.filter(F.col(f"{NOISY}.{KEEP}")).select(
         *keys, *[F.col(f"{NOISY}.{f.name}").alias(f.name) for f in struct.fields[1:]]
     )
+
+
+_ARROW_TYPES: dict[type[T.DataType], pa.DataType] = {
+    T.ByteType: pa.int8(),
+    T.ShortType: pa.int16(),
+    T.IntegerType: pa.int32(),
+    T.LongType: pa.int64(),
+    T.DoubleType: pa.float64(),
+    T.StringType: pa.string(),
+    T.BooleanType: pa.bool_(),
+    T.DateType: pa.date32(),
+    T.TimestampType: pa.timestamp("us", tz="UTC"),
+    T.TimestampNTZType: pa.timestamp("us"),
+}
+
+
+def release_schema(plan: ReleasePlan, keys: T.StructType) -> pa.Schema:
+    """The explicit Arrow schema of the released Parquet files."""
+    fields = [pa.field(f.name, _ARROW_TYPES[type(f.dataType)]) for f in keys.fields]
+    for output in plan.outputs:
+        value = _ARROW_TYPES[type(output_type(output))]
+        fields += [
+            pa.field(output.name, value),
+            pa.field(f"{output.name}_std", pa.float64()),
+            pa.field(f"{output.name}_ci_low", value),
+            pa.field(f"{output.name}_ci_high", value),
+        ]
+    return pa.schema(fields)

@@ -32,7 +32,8 @@ from pipelines.contracts import (
     check_output_contract,
 )
 from pipelines.errors import ExitCode, InputContractError, OutputContractError
-from pipelines.job import release_schema, run_release
+from pipelines.job import run_release
+from pipelines.noising import release_schema
 from pipelines.plan import build_plan
 from pipelines.release import published_versions, read_manifest, verify_release
 from tests.doubles import ZeroNoise
