@@ -5,16 +5,29 @@ from __future__ import annotations
 from typing import Protocol
 
 from pipelines.ledger.model import BudgetState, FinalStatus, LedgerEntry, Lifetime, LifetimeChange
+from pipelines.ledger.registration import Registration
 
 
 class LedgerStore(Protocol):
     """The seam between the release job and where the ledger lives.
 
-    Invariants of every store (docs/privacy.md, lifetime budgets): charges never go
-    away; the lifetime a budget is checked against is the pinned one; a pin changes only
-    through ``set_lifetime``, which records the change; dataset arguments are taken
-    through ``dataset_name``.
+    Invariants of every store (docs/privacy.md §10, §12): charges never go away; the
+    lifetime a budget is checked against is the pinned one; a pin changes only through
+    ``set_lifetime``, which records the change; a dataset charged under a policy tier
+    stays bound to it; dataset arguments are taken through ``dataset_name``. The two
+    stores, ``SqliteLedger`` and ``PostgresLedger``, share one implementation of these
+    (``SqlLedger``) and one contract test suite.
     """
+
+    @property
+    def location(self) -> str:
+        """Where the ledger lives, for messages (a path, or a server URL without secrets)."""
+        ...
+
+    @property
+    def created_at(self) -> str:
+        """When the ledger's identity was created (ISO 8601, UTC)."""
+        ...
 
     @property
     def identity(self) -> str:
@@ -22,9 +35,16 @@ class LedgerStore(Protocol):
         ...
 
     def reserve(
-        self, entry: LedgerEntry, lifetime_epsilon: float, lifetime_delta: float
+        self,
+        entry: LedgerEntry,
+        lifetime_epsilon: float,
+        lifetime_delta: float,
+        registration: Registration | None = None,
     ) -> BudgetState:
         """Atomically check the lifetime budget and charge ``entry``; the state after it.
+
+        ``registration`` (tier and registry fields) is recorded with the charge; a
+        dataset bound to another tier raises TierMismatch, charging nothing.
 
         The first reservation of a (dataset, privacy unit) pins the lifetime given;
         later ones raise LifetimeMismatch, charging nothing, if it differs from the pin.
@@ -82,6 +102,14 @@ class LedgerStore(Protocol):
 
     def lifetime_changes(self, dataset: str | None = None) -> list[LifetimeChange]:
         """Every recorded lifetime change in order, optionally of one dataset."""
+        ...
+
+    def registrations(self) -> dict[str, Registration]:
+        """Run id -> the registration recorded with its charge."""
+        ...
+
+    def bound_tier(self, dataset: str) -> str | None:
+        """The policy tier the dataset is bound to, None if it has no tiered charge."""
         ...
 
     def published_versions_of(self, release: str) -> dict[str, LedgerEntry]:
