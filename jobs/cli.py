@@ -1,4 +1,4 @@
-"""The `dprelease` command line: run, plan, show, verify, schema.
+"""The `dprelease` command line: run, plan, show, verify, schema, ledger, registry.
 
 Contract for orchestrators: logs go to stderr; `run` prints one JSON summary line on
 stdout; the exit code says what happened (see ``ExitCode``). No option reaches a test
@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobs.ledger_commands import add_ledger_parser, command_ledger
+from jobs.registry_commands import add_registry_parser, command_registry
 from pipelines.config import ConfigError, config_json_schema, load_config
 from pipelines.errors import RETRY_ADVICE, DprError, ExitCode, Terminated
 from pipelines.plan import build_plan, describe_plan
@@ -107,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("schema", help="print the JSON Schema of job configs")
     add_ledger_parser(sub)
+    add_registry_parser(sub)
     return parser
 
 
@@ -164,10 +166,15 @@ def _command_plan(args: argparse.Namespace) -> ExitCode:
     """Print the plan of a config, or refuse it (exit 2) exactly as `run` would.
 
     ``build_plan`` makes every check that depends only on the config (noise limits, the
-    selection rule, the exact-arithmetic proof; docs/privacy.md §3, §5, §6), so this
-    needs no Spark session and never reads the ledger.
+    selection rule, the exact-arithmetic proof; docs/privacy.md §3, §5, §6) and
+    ``govern`` the policy tier's (exit 8; §12), so this needs no Spark session and never
+    reads the ledger.
     """
-    plan = build_plan(load_config(args.config))
+    from pipelines.policy import govern
+
+    config = load_config(args.config)
+    plan = build_plan(config)
+    govern(config, plan)
     print(json.dumps(describe_plan(plan), indent=2))
     return ExitCode.OK
 
@@ -215,6 +222,7 @@ def _command_schema(_: argparse.Namespace) -> ExitCode:
 
 COMMANDS = {
     "ledger": command_ledger,
+    "registry": command_registry,
     "plan": _command_plan,
     "show": _command_show,
     "verify": _command_verify,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -42,14 +42,16 @@ from pipelines.integrity import (
     budget_state,
     check_budget_admits,
     check_release_held,
+    check_tier_binding,
     cumulative_spend,
     open_ledger,
     reconcile_ledger,
 )
-from pipelines.ledger import BudgetState, LedgerEntry, SqliteLedger
+from pipelines.ledger import BudgetState, LedgerEntry, LedgerStore, Registration
 from pipelines.manifest import ReleaseIdentity, build_manifest, render_readme
 from pipelines.noising import NoiseSource, SecureNoise, apply_noise, release_schema
 from pipelines.plan import UNITS, ReleasePlan, build_plan
+from pipelines.policy import govern, governance_statement
 from pipelines.release import (
     MANIFEST,
     README,
@@ -144,32 +146,37 @@ def _status(error: BaseException) -> str:
 
 @dataclass(frozen=True)
 class RunStart:
-    """What every run settles before Spark: the plan, the ledger, the release directory, and
-    the version already published for the data period (None if there is none)."""
+    """What every run settles before Spark: the plan, the ledger, the release directory, the
+    version already published for the data period (None if there is none), and the
+    registration (policy tier, registry fields) the charge will record."""
 
     plan: ReleasePlan
-    ledger: SqliteLedger
+    ledger: LedgerStore
     release: Path
     existing: Version | None
+    registration: Registration = field(default_factory=Registration)
 
 
 def start_run(config: JobConfig, *, supersede: bool = False) -> RunStart:
-    """The checks a run makes first: plan, exact arithmetic, ledger and its reconciliation,
-    the release against its ledger and, unless the period is published and not
-    superseded (a no-op), the budget.
+    """The checks a run makes first: plan, exact arithmetic, the policy tier (before the
+    ledger is opened), ledger and its reconciliation, the release against its ledger and,
+    unless the period is published and not superseded (a no-op), the tier binding and the
+    budget.
 
     Needs no Spark, so a retried run that has nothing to do fails or returns before a
     session starts.
     """
     plan = build_plan(config)  # includes the exact-arithmetic proof
+    registration = govern(config, plan)  # docs/privacy.md §12: refused before the ledger
     ledger = open_ledger(config)
     release = release_dir(config.release.output_root, config.release.name)
     reconcile_ledger(ledger, release, config)
     check_release_held(ledger, release, config)
     existing = version_for_period(release, config.release.data_period)
     if existing is None or supersede:
+        check_tier_binding(ledger, config, registration)
         check_budget_admits(ledger, config, plan.composition.epsilon, plan.composition.delta)
-    return RunStart(plan, ledger, release, existing)
+    return RunStart(plan, ledger, release, existing, registration)
 
 
 def already_published(
@@ -245,7 +252,7 @@ def charge(config: JobConfig, run: PreparedRun) -> BudgetState:
     )
     try:
         lifetime = config.ledger.lifetime_budget
-        budget = ledger.reserve(entry, lifetime.epsilon, lifetime.delta)
+        budget = ledger.reserve(entry, lifetime.epsilon, lifetime.delta, run.start.registration)
     except BaseException:
         discard_staging(run.staging)
         discard_staging(run.report.directory)
@@ -362,7 +369,12 @@ def _produce(
         )
         spend = cumulative_spend(budget, ledger.identity)
         manifest = build_manifest(
-            run.start.plan, identity, describe_schema(schema), data_files, spend
+            run.start.plan,
+            identity,
+            describe_schema(schema),
+            data_files,
+            spend,
+            governance=governance_statement(run.start.registration),
         )
         digests.update(write_text_last(run.staging, manifest, render_readme(manifest)))
 
@@ -380,7 +392,7 @@ def _produce(
 
 
 def _mark(
-    ledger: SqliteLedger,
+    ledger: LedgerStore,
     run_id: str,
     status: Literal["published", "failed"],
     version: str | None = None,

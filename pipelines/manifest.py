@@ -148,10 +148,13 @@ def build_manifest(
     schema: list[dict[str, str]],
     data_files: list[DataFile],
     cumulative: dict[str, Any] | None = None,
+    *,
+    governance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one release, validated against the allow-list.
 
     ``schema`` and ``data_files`` describe the published (noisy) files only.
+    ``governance`` is the policy tier and registry record (``pipelines.policy``), if any.
     """
     config = plan.config
     description = describe_plan(plan)
@@ -230,6 +233,8 @@ def build_manifest(
             ],
         },
     }
+    if governance is not None:
+        manifest["governance"] = governance
     validate_manifest(manifest)
     return manifest
 
@@ -248,6 +253,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
     ]
     if release["description"]:
         lines += [release["description"], ""]
+    lines += _governance_lines(manifest.get("governance"))
     lines += [
         "## Privacy guarantee",
         "",
@@ -306,3 +312,15 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _governance_lines(governance: dict[str, Any] | None) -> list[str]:
+    """The README's governance paragraph: policy tier and registry fields, if recorded."""
+    if not governance:
+        return []
+    tier = governance.get("tier")
+    parts = [f"Policy tier: {tier}." if tier else "Policy tier: none (no policy applied)."]
+    for name in ("purpose", "owner", "approval"):
+        if governance.get(name):
+            parts.append(f"{name.capitalize()}: {governance[name]}.")
+    return [" ".join(parts), ""]

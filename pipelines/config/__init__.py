@@ -43,6 +43,7 @@ from pipelines.config.privacy import MetricName as MetricName
 from pipelines.config.privacy import PartitionSelectionConfig as PartitionSelectionConfig
 from pipelines.config.privacy import PrivacyUnitConfig as PrivacyUnitConfig
 from pipelines.config.privacy import SelectionMechanism as SelectionMechanism
+from pipelines.config.registry import RegistryConfig as RegistryConfig
 from pipelines.config.sections import ContractsConfig as ContractsConfig
 from pipelines.config.sections import DeclaredType as DeclaredType
 from pipelines.config.sections import EmptyInputRule as EmptyInputRule

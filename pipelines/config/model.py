@@ -18,6 +18,7 @@ from pipelines.config.privacy import (
     PartitionSelectionConfig,
     PrivacyUnitConfig,
 )
+from pipelines.config.registry import RegistryConfig
 from pipelines.config.sections import (
     ContractsConfig,
     InputConfig,
@@ -46,6 +47,10 @@ class JobConfig(_Frozen):
     post_processing: PostProcessingConfig = Field(default_factory=PostProcessingConfig)
     confidence_level: Number = Field(
         default=0.95, gt=0, lt=1, description="Level of the noise CIs."
+    )
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig,
+        description="Purpose, owner and approval reference, recorded with every charge.",
     )
 
     @field_validator("partition_columns")

@@ -30,6 +30,7 @@ from pipelines.config.limits import (
 from pipelines.config.sections import PublicKeysConfig
 from pipelines.ledger import dataset_name
 
+_SERVER_URL = re.compile(r"^postgres(ql)?://[^\s]+$")
 # Names released as column names: no path characters, no spaces.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -154,7 +155,22 @@ class LedgerConfig(_Frozen):
         default=None,
         description=(
             "SQLite ledger file on a local file system (relative: to the config file's "
-            "folder). Default: <release.output_root>/_ledger/ledger.sqlite."
+            "folder). Default: <release.output_root>/_ledger/ledger.sqlite. Not with 'url'."
+        ),
+    )
+    url: str | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL server ledger instead of a file: postgresql://USER@HOST:PORT/DBNAME "
+            "(libpq URI; no password: libpq reads PGPASSWORD or ~/.pgpass). Not with 'path'."
+        ),
+    )
+    policy: ConfigPath | None = Field(
+        default=None,
+        description=(
+            "Policy file (YAML) binding this dataset to a tier whose caps the job must meet "
+            "(relative: to the config file's folder). Once a dataset is charged under a "
+            "tier, the ledger refuses runs without it."
         ),
     )
 
@@ -163,6 +179,30 @@ class LedgerConfig(_Frozen):
     def _canonical_dataset(cls, value: str) -> str:
         """Invariant: the stored name is canonical, so spellings of one name share a budget."""
         return dataset_name(value)
+
+    @field_validator("url")
+    @classmethod
+    def _server_url(cls, value: str | None) -> str | None:
+        """Invariant: a server ledger URL is postgresql:// and carries no password (the
+        config is hashed into manifests and shown in messages; secrets stay in libpq's
+        environment or password file)."""
+        if value is None:
+            return None
+        if not _SERVER_URL.match(value):
+            raise ValueError("must be a PostgreSQL URI: postgresql://USER@HOST:PORT/DBNAME")
+        authority = value.split("://", 1)[1].split("/", 1)[0]
+        user_info = authority.rsplit("@", 1)[0] if "@" in authority else ""
+        if ":" in user_info or "password=" in value.lower():
+            raise ValueError(
+                "must not hold a password: set PGPASSWORD or use ~/.pgpass (libpq reads both)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_store(self) -> LedgerConfig:
+        if self.path is not None and self.url is not None:
+            raise ValueError("give at most one of 'path' (SQLite file) or 'url' (PostgreSQL)")
+        return self
 
 
 SelectionMechanism = Literal[
