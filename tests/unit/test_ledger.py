@@ -34,7 +34,7 @@ from pipelines.ledger import (
     parse_entries,
     published_entry,
 )
-from tests.ledger_backends import BACKENDS, execute_raw, open_backend
+from tests.ledger_backends import execute_raw
 
 DIGESTS = {
     "manifest_sha256": hashlib.sha256(b"manifest.json").hexdigest(),
@@ -61,14 +61,6 @@ def reservation(
         epsilon=epsilon,
         delta=delta,
     )
-
-
-@pytest.fixture(params=BACKENDS)
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerStore:
-    """The contract suite's ledger: every test taking it runs against both backends, a
-    fresh SQLite file and a fresh database on a real PostgreSQL server."""
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    return open_backend(request.param, tmp_path, url)
 
 
 def test_both_ledgers_are_ledger_stores(ledger: LedgerStore) -> None:
