@@ -3,7 +3,7 @@
 The binaries come from ``PG_BIN`` if set, else from ``PATH``, else from the newest
 ``/usr/lib/postgresql/*/bin`` (Debian's ``postgresql`` package). PostgreSQL refuses to
 run as root: under root the server runs as the ``postgres`` user the Debian package
-creates (``runuser``), owning its data folder. The server listens on 127.0.0.1 only, on
+creates (or ``nobody`` where there is none), through ``runuser``, owning its data folder. The server listens on 127.0.0.1 only, on
 a free port, with trust authentication (a throwaway cluster; nothing else reaches it).
 """
 
@@ -39,6 +39,14 @@ def find_bin_dir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+def _server_user() -> pwd.struct_passwd:
+    """The unprivileged user a root test run starts the server as."""
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        return pwd.getpwnam("nobody")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -55,9 +63,9 @@ class PostgresServer:
         self.port = _free_port()
         self._as_user: list[str] = []
         if os.geteuid() == 0:
-            owner = pwd.getpwnam("postgres")
+            owner = _server_user()
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
-            self._as_user = ["runuser", "-u", "postgres", "--"]
+            self._as_user = ["runuser", "-u", owner.pw_name, "--"]
         self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
 
     def _pg(self, tool: str, *args: str) -> None:
