@@ -54,6 +54,12 @@ def redacted_url(url: str) -> str:
     return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of a driver error (libpq's messages name the server, never data)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _lock_key(dataset: str) -> int:
     """A stable signed 64-bit advisory-lock key per dataset (a collision only serializes
     two datasets' writes more than needed)."""
@@ -83,9 +89,16 @@ class PostgresLedger(SqlLedger):
         self.url = url
         self._timeout = connect_timeout_seconds
         self._identity: str | None = None
-        with self._connection() as connection, connection.transaction():
-            cursor = connection.cursor()
-            self._identity, self._created_at = prepare_schema(cursor, self.location)
+        with self._connection() as connection:
+            try:
+                with connection.transaction():
+                    cursor = connection.cursor()
+                    self._identity, self._created_at = prepare_schema(cursor, self.location)
+            except psycopg.Error as error:
+                raise OSError(
+                    f"cannot open the ledger in {self.location} ({type(error).__name__}: "
+                    f"{_first_line(error)}); nothing was charged"
+                ) from None
 
     def __repr__(self) -> str:
         return f"PostgresLedger({self.location!r})"
@@ -109,14 +122,13 @@ class PostgresLedger(SqlLedger):
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         defaults: dict[str, Any] = {"application_name": "dprelease"}
-        if "connect_timeout" not in conninfo.conninfo_to_dict(self.url):
-            defaults["connect_timeout"] = self._timeout
         try:
+            if "connect_timeout" not in conninfo.conninfo_to_dict(self.url):
+                defaults["connect_timeout"] = self._timeout
             connection = psycopg.connect(self.url, **defaults)
-        except psycopg.OperationalError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        except (psycopg.OperationalError, psycopg.ProgrammingError) as error:
             raise OSError(
-                f"cannot connect to the ledger server {self.location} ({first}); "
+                f"cannot connect to the ledger server {self.location} ({_first_line(error)}); "
                 "nothing was charged"
             ) from None
         try:

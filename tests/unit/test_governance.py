@@ -292,3 +292,15 @@ def test_registry_lists_releases_across_datasets_with_their_spend(
     assert len(table) == 2 and "sessions" in table[1]
 
     assert main(["registry", "--ledger", str(tmp_path / "none.sqlite")]) == ExitCode.CONFIG_ERROR
+
+
+def test_the_shipped_example_policy_admits_the_shipped_jobs() -> None:
+    """conf/policy/tiers.yaml loads, and binds the MovieLens jobs to a tier they meet."""
+    root = Path(__file__).resolve().parents[2]
+    policy = load_policy(root / "conf" / "policy" / "tiers.yaml")
+    assert sorted(policy.config.tiers) == ["highly_sensitive", "internal", "public", "sensitive"]
+    for job in ("movielens.yaml", "movielens_genres.yaml"):
+        raw = yaml.safe_load((root / "conf" / "jobs" / job).read_text(encoding="utf-8"))
+        raw["ledger"]["policy"] = str(root / "conf" / "policy" / "tiers.yaml")
+        config = config_from_mapping(raw, base_dir=root / "conf" / "jobs")
+        assert govern(config, build_plan(config)).tier == "public"
