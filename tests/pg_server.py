@@ -3,8 +3,9 @@
 The binaries come from ``PG_BIN`` if set, else from ``PATH``, else from the newest
 ``/usr/lib/postgresql/*/bin`` (Debian's ``postgresql`` package). PostgreSQL refuses to
 run as root: under root the server runs as the ``postgres`` user the Debian package
-creates (or ``nobody`` where there is none), through ``runuser``, owning its data folder. The server listens on 127.0.0.1 only, on
-a free port, with trust authentication (a throwaway cluster; nothing else reaches it).
+creates (or ``nobody`` where there is none), through ``runuser``, owning its data
+folder. The server listens on 127.0.0.1 only, on a free port, with trust authentication
+(a throwaway cluster; nothing else reaches it).
 """
 
 from __future__ import annotations

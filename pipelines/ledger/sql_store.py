@@ -122,6 +122,20 @@ def _registration_of(tx: Transaction, run_id: str) -> Registration | None:
     return None if not rows else Registration(*rows[0])
 
 
+def _already_reserved(tx: Transaction, entry: LedgerEntry, registration: Registration) -> bool:
+    """True if this very reservation is in the ledger (a retried call whose commit went
+    through); a ValueError if its run id is taken by anything else."""
+    rows = tx.rows(f"SELECT {_ENTRY_LIST} FROM ledger_entries WHERE run_id = ?", (entry.run_id,))
+    if not rows:
+        return False
+    if _entry(rows[0]) != entry or _registration_of(tx, entry.run_id) not in (registration, None):
+        raise ValueError(
+            f"run id {entry.run_id!r} is already in the ledger with other values "
+            "or a final status; every run attempt needs a fresh run id"
+        )
+    return True
+
+
 class SqlLedger:
     """The ``LedgerStore`` semantics over an abstract SQL transaction.
 
@@ -160,18 +174,7 @@ class SqlLedger:
         dataset, unit = entry.dataset, entry.privacy_unit
         with self._transaction() as tx:
             tx.lock_dataset(dataset)
-            rows = tx.rows(
-                f"SELECT {_ENTRY_LIST} FROM ledger_entries WHERE run_id = ?", (entry.run_id,)
-            )
-            if rows:
-                if _entry(rows[0]) != entry or _registration_of(tx, entry.run_id) not in (
-                    registration,
-                    None,
-                ):
-                    raise ValueError(
-                        f"run id {entry.run_id!r} is already in the ledger with other values "
-                        "or a final status; every run attempt needs a fresh run id"
-                    )
+            if _already_reserved(tx, entry, registration):
                 lifetime = _pin(tx, dataset, unit, configured)
                 return _budget_state(dataset, unit, lifetime, _charges(tx, dataset, unit))
             bound = _bound_tier(tx, dataset)
