@@ -241,3 +241,40 @@ def test_a_stopped_server_is_one_line_exit_2_and_reads_no_data(
     finally:
         postgres_server.start()
     assert PostgresLedger(postgres_url).entries() == []
+
+
+def test_ledger_show_export_and_registry_read_the_server_ledger(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's ledger commands work on `ledger.url` as on a file, naming the server
+    without secrets; set-lifetime is recorded there."""
+    raw = {
+        "release": {"name": "weekly", "output_root": str(tmp_path / "out"), "data_period": "W1"},
+        "input": {"path": str(tmp_path / "missing.parquet")},
+        "privacy_unit": {"column": "user_id"},
+        "partition_columns": ["key"],
+        "contribution_bounds": {"max_partitions_per_unit": 1, "max_rows_per_unit_per_partition": 1},
+        "metrics": [{"metric": "count"}],
+        "budget": {"epsilon": 1.0, "delta": 1e-6},
+        "ledger": {"dataset": "ratings", "lifetime_budget": {"epsilon": 1.0}, "url": postgres_url},
+    }
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    ledger = PostgresLedger(postgres_url)
+    charged = reservation(0.25)
+    ledger.reserve(charged, 1.0, 0.0)
+
+    assert main(["ledger", "show", str(config)]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f"ledger {postgres_url}, dataset 'ratings'")
+    assert charged.run_id in out
+    assert main(["ledger", "export", str(config), "--format", "csv"]) == ExitCode.OK
+    assert charged.run_id in capsys.readouterr().out
+    assert main(["registry", "--config", str(config), "--format", "jsonl"]) == ExitCode.OK
+    assert '"spent_epsilon": 0.25' in capsys.readouterr().out
+    assert main(["registry", "--ledger", postgres_url]) == ExitCode.OK
+    assert "ratings" in capsys.readouterr().out
+    args = ["ledger", "set-lifetime", str(config), "--epsilon", "2", "--delta", "0"]
+    assert main([*args, "--reason", "board"]) == ExitCode.OK
+    assert ledger.pinned_lifetime("ratings", "user_id") == (2.0, 0.0)
+    assert [c.reason for c in ledger.lifetime_changes()] == ["board"]
