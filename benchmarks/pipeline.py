@@ -372,8 +372,9 @@ def dp_graph(spark: SparkSession, table: SyntheticTable, scratch: Path) -> dict[
     Built from the same public functions, in the same order, as the release job
     (``pipelines.job``): read, clean, encode, bound, aggregate, select and noise.
     """
-    plan = build_plan(bench_config(table, scratch / "releases"))
-    cleaned = clean_rows(read_input(spark, plan.config), plan)
+    config = bench_config(table, scratch / "releases")
+    plan = build_plan(config)
+    cleaned = clean_rows(read_input(spark, config), plan)
     # One row per kept input row, then one per partition, then one per released partition.
     bounded = bound_contributions(select_encoded(cleaned, plan), plan, BoundingSalt.fresh())
     aggregated = aggregate_partitions(bounded, plan)

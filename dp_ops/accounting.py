@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dp_ops.calibration import epsilon_for_rho
+from dp_ops.checks import check_nonnegative
 
 __all__ = [
     "MECHANISMS",
@@ -32,11 +33,6 @@ MECHANISMS = frozenset(
         "gaussian_threshold",
     }
 )
-
-
-def _check_nonnegative(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
 def _format(value: float) -> str:
@@ -68,14 +64,14 @@ class MechanismSpend:
             raise ValueError(
                 f"unknown mechanism {self.mechanism!r}; expected one of {sorted(MECHANISMS)}"
             )
-        _check_nonnegative("epsilon", self.epsilon)
-        _check_nonnegative("delta", self.delta)
+        check_nonnegative("epsilon", self.epsilon)
+        check_nonnegative("delta", self.delta)
         if self.delta >= 1:
             raise ValueError(f"delta must be < 1, got {self.delta!r}")
         for field_name in ("rho", "l1_sensitivity", "l2_sensitivity", "noise_scale"):
             value = getattr(self, field_name)
             if value is not None:
-                _check_nonnegative(field_name, value)
+                check_nonnegative(field_name, value)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view, all fields (None for absent parts)."""
@@ -122,7 +118,7 @@ def compose(spends: Sequence[MechanismSpend], conversion_delta: float = 0.0) -> 
     conversion. Totals: ε = Σε_i + ε(ρ), δ = Σδ_i + conversion_delta. With no zCDP part
     nothing is converted and conversion_delta is recorded (and charged) as 0.
     """
-    _check_nonnegative("conversion_delta", conversion_delta)
+    check_nonnegative("conversion_delta", conversion_delta)
     spends = tuple(spends)
     names = [spend.name for spend in spends]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -193,8 +189,8 @@ def group_privacy_table(
 
     Delta is capped at 1 (where the bound says nothing).
     """
-    _check_nonnegative("epsilon", epsilon)
-    _check_nonnegative("delta", delta)
+    check_nonnegative("epsilon", epsilon)
+    check_nonnegative("delta", delta)
     rows = []
     for size in group_sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:

@@ -23,7 +23,8 @@ from jobs.ledger_commands import add_ledger_parser, command_ledger
 from jobs.registry_commands import add_registry_parser, command_registry
 from pipelines.config import ConfigError, config_json_schema, load_config
 from pipelines.errors import RETRY_ADVICE, DprError, ExitCode, Terminated
-from pipelines.plan import build_plan, describe_plan
+from pipelines.plan import build_plan
+from pipelines.plan_description import describe_plan
 from pipelines.release import (
     MANIFEST,
     published_versions,

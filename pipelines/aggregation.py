@@ -16,31 +16,19 @@ unchanged and the aggregated table has the same types and values either way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.bounding import PARTITION_HASH, UNIT, encoded_columns
-
-# The overflow proof is pure Python, so build_plan runs it (`plan` refuses what `run`
-# would); both names are re-exported here for existing imports.
 from pipelines.plan import ROWS, UNITS, Encoding, ReleasePlan
-from pipelines.plan import ArithmeticBoundError as ArithmeticBoundError
-from pipelines.plan import check_exact_arithmetic as check_exact_arithmetic
 from pipelines.source import column
 
 EXACT = T.DecimalType(38, 0)
 _LONG_LIMIT = 2**63 - 1
-
-
-def _term_bounds(name: str, encoding: Encoding, metric: str) -> dict[str, int]:
-    """Bound on |per-row term| of each summed column of one metric (from the bounds only)."""
-    if metric == "sum":
-        return {f"sum__{name}": encoding.max_abs_units}
-    bounds = {f"nsum__{name}": encoding.width}
-    if metric == "variance":
-        bounds[f"nsq__{name}"] = encoding.width**2
-    return bounds
 
 
 def per_unit_sum_type(plan: ReleasePlan, term_bound: int) -> T.DataType:
@@ -52,37 +40,59 @@ def per_unit_sum_type(plan: ReleasePlan, term_bound: int) -> T.DataType:
     return T.LongType() if linf * term_bound <= _LONG_LIMIT else EXACT
 
 
-def _sums_for(plan: ReleasePlan, name: str, encoding: Encoding, metric: str) -> dict[str, Column]:
-    """Per-row integer terms of one metric, keyed by the aggregated column they sum into.
+def _units(raw: Column, encoding: Encoding) -> Column:
+    return raw
 
-    Each term is a long or a decimal(38,0), as ``per_unit_sum_type`` allows for its bound.
-    """
-    bounds = _term_bounds(name, encoding, metric)
-    exact = {column: per_unit_sum_type(plan, bound) == EXACT for column, bound in bounds.items()}
-    raw = F.col(encoded_columns(plan)[name])  # a long, |units| <= 2**40 (dp_ops.grid)
-    if metric == "sum":
-        column = f"sum__{name}"
-        return {column: raw.cast(EXACT) if exact[column] else raw}
+
+def _centred(raw: Column, encoding: Encoding) -> Column:
     # |2 * units| and |lo + hi| are at most 2**41, so the centred value is a safe long.
-    centred = raw * F.lit(2) - F.lit(encoding.lo_units + encoding.hi_units)
-    column = f"nsum__{name}"
-    terms = {column: centred.cast(EXACT) if exact[column] else centred}
-    if metric == "variance":
-        column = f"nsq__{name}"
-        if exact[column]:
-            wide = centred.cast(EXACT)
-            terms[column] = (wide * wide).cast(EXACT)
-        else:
-            terms[column] = centred * centred
-    return terms
+    return raw * F.lit(2) - F.lit(encoding.lo_units + encoding.hi_units)
+
+
+@dataclass(frozen=True)
+class RowTerm:
+    """A per-row integer term of an encoded value (``Part.term`` names one)."""
+
+    base: Callable[[Column, Encoding], Column]
+    squared: bool = False
+
+    def column(self, raw: Column, encoding: Encoding, exact: bool) -> Column:
+        """The term as a long, or as decimal(38,0) when ``exact``."""
+        value = self.base(raw, encoding)
+        if exact:
+            value = value.cast(EXACT)
+        if self.squared:
+            value = value * value
+            if exact:
+                value = value.cast(EXACT)
+        return value
+
+
+#: Every per-row term a metric kind's part may sum, by ``Part.term``.
+ROW_TERMS: dict[str, RowTerm] = {
+    "units": RowTerm(_units),
+    "centred": RowTerm(_centred),
+    "centred_squared": RowTerm(_centred, squared=True),
+}
 
 
 def row_terms(plan: ReleasePlan) -> dict[str, Column]:
-    """Every summed column of the aggregated table and its per-row integer term."""
+    """Every summed column of the aggregated table and its per-row integer term.
+
+    Each term is a long or a decimal(38,0), as ``per_unit_sum_type`` allows for its bound.
+    """
+    columns = encoded_columns(plan)
     terms: dict[str, Column] = {}
     for output in plan.outputs:
-        if output.encoding is not None:
-            terms.update(_sums_for(plan, output.name, output.encoding, output.metric))
+        encoding = output.encoding
+        if encoding is None:
+            continue
+        raw = F.col(columns[output.name])  # a long, |units| <= 2**40 (dp_ops.grid)
+        for part in output.kind.parts:
+            if part.term is None:
+                continue
+            exact = per_unit_sum_type(plan, part.row_bound(encoding)) == EXACT
+            terms[part.source(output.name)] = ROW_TERMS[part.term].column(raw, encoding, exact)
     return terms
 
 
@@ -94,7 +104,7 @@ def aggregate_partitions(bounded: DataFrame, plan: ReleasePlan) -> DataFrame:
     Per-(unit, partition) sums are longs where provably safe; per-partition sums are
     always decimal(38,0).
     """
-    keys = [column(name) for name in plan.config.partition_columns]
+    keys = [column(name) for name in plan.columns.partition_columns]
     terms = row_terms(plan)
     # The partition hash is a function of (unit, key): grouping by it as well changes no
     # group, and matches the sort order bounding leaves (Spark then aggregates streaming).
@@ -120,7 +130,7 @@ def add_public_partitions(
 
     Expects ``aggregated`` built from rows already restricted to the public keys.
     """
-    keys = plan.config.partition_columns
+    keys = list(plan.columns.partition_columns)
     zero_filled = {UNITS: 0, ROWS: 0} | {name: 0 for name in row_terms(plan)}
     # One row per public key (left join keeps keys absent from the data).
     joined = public_keys.join(aggregated, on=keys, how="left")

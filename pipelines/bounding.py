@@ -61,24 +61,6 @@ class BoundingSalt:
         return "BoundingSalt(<secret>)"
 
 
-def invalid_row_condition(plan: ReleasePlan) -> Column:
-    """True for rows the invalid-values policy covers: null unit or key, null/NaN/Inf value."""
-    config = plan.config
-    condition = column(config.privacy_unit.column).isNull()
-    for name in config.partition_columns:
-        condition = condition | column(name).isNull()
-    for name in config.measured_columns:
-        value = column(name).cast(T.DoubleType())
-        condition = (
-            condition
-            | value.isNull()
-            | F.isnan(value)
-            | (value == F.lit(float("inf")))
-            | (value == F.lit(float("-inf")))
-        )
-    return condition
-
-
 def encode_value(name: str, encoding: Encoding) -> Column:
     """Clamp to [lower, upper], then round half-to-even to whole grid units (long)."""
     value = column(name).cast(T.DoubleType())
@@ -89,14 +71,13 @@ def encode_value(name: str, encoding: Encoding) -> Column:
 def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
     """Keep only what the release needs: unit, partition keys, one encoded column per metric.
 
-    Expects rows with no invalid values (see ``invalid_row_condition``).
+    Expects rows that meet the input contract (no null unit or key, finite values).
     """
-    config = plan.config
     columns = encoded_columns(plan)
     # One row per input row: unit, keys, one integer-encoded value per distinct encoding.
     return rows.select(
-        column(config.privacy_unit.column).alias(UNIT),
-        *[column(name) for name in config.partition_columns],
+        column(plan.columns.privacy_unit).alias(UNIT),
+        *[column(name) for name in plan.columns.partition_columns],
         *[
             encode_value(encoding.column, encoding).alias(columns[name])
             for name, encoding in plan.encodings.items()
@@ -123,7 +104,7 @@ def bound_contributions(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSal
     and keep the ``PARTITION_HASH`` column so that ``aggregate_partitions`` can sum each
     (unit, partition) in that order without another shuffle.
     """
-    keys = [column(name) for name in plan.config.partition_columns]
+    keys = [column(name) for name in plan.columns.partition_columns]
     values = [F.col(name) for name in dict.fromkeys(encoded_columns(plan).values())]
     salted = F.lit(salt.value)
     l0 = plan.bounds.max_partitions_per_unit

@@ -33,6 +33,7 @@ from pipelines.config.limits import LifetimeDelta as LifetimeDelta
 from pipelines.config.limits import LifetimeEpsilon as LifetimeEpsilon
 from pipelines.config.limits import Number as Number
 from pipelines.config.model import JobConfig
+from pipelines.config.model import config_digest as config_digest
 from pipelines.config.model import config_json_schema as config_json_schema
 from pipelines.config.privacy import BudgetConfig as BudgetConfig
 from pipelines.config.privacy import ContributionBoundsConfig as ContributionBoundsConfig

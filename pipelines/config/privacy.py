@@ -29,6 +29,7 @@ from pipelines.config.limits import (
 )
 from pipelines.config.sections import PublicKeysConfig
 from pipelines.ledger import dataset_name
+from pipelines.metric_kinds import kind_of
 
 _SERVER_URL = re.compile(r"^postgres(ql)?://[^\s]+$")
 # Names released as column names: no path characters, no spaces.
@@ -85,8 +86,8 @@ class MetricConfig(_Frozen):
 
     @model_validator(mode="after")
     def _bounds_match_metric(self) -> MetricConfig:
-        measured = self.metric in ("sum", "mean", "variance")
-        if measured:
+        measure = kind_of(self.metric).measure
+        if measure is not None:
             if self.column is None:
                 raise ValueError(f"metric '{self.metric}' needs 'column'")
             if self.lower is None or self.upper is None:
@@ -95,10 +96,9 @@ class MetricConfig(_Frozen):
                 raise ValueError("'lower' and 'upper' must be finite numbers")
             if self.lower > self.upper:
                 raise ValueError(f"'lower' ({self.lower}) is greater than 'upper' ({self.upper})")
-            if self.metric == "sum" and self.lower == self.upper == 0:
-                raise ValueError("'lower' and 'upper' are both 0: the sum is always 0")
-            if self.metric in ("mean", "variance") and self.lower == self.upper:
-                raise ValueError("'lower' must be smaller than 'upper' for mean and variance")
+            empty = measure.empty_bounds(self.lower, self.upper)
+            if empty is not None:
+                raise ValueError(empty)
             if max(abs(self.lower), abs(self.upper)) > 2.0**60:
                 raise ValueError("bounds beyond ±2^60 are not supported")
         elif self.column is not None or self.lower is not None or self.upper is not None:

@@ -47,9 +47,8 @@ from pipelines.release import (
 )
 from tests.doubles import ZeroNoise
 from tests.privacy.broken import use_variant
-from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import EVENTS
-from tests.spark.conftest import write_rows
+from tests.support import audit_config, write_rows
 
 # These audits need ceilings above production (see the fixture).
 pytestmark = pytest.mark.usefixtures("audit_limits")
@@ -161,12 +160,11 @@ RAW = "__raw_value"
 
 def select_encoded_with_raw_values(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
     """Broken (with the aggregation below): carries each row's clamped double along."""
-    config = plan.config
     encoding = plan.encodings["sum_value"]
     value = F.col(encoding.column).cast(T.DoubleType())
     return rows.select(
-        F.col(config.privacy_unit.column).alias(UNIT),
-        *[F.col(name) for name in config.partition_columns],
+        F.col(plan.columns.privacy_unit).alias(UNIT),
+        *[F.col(name) for name in plan.columns.partition_columns],
         *[encode_value(e.column, e).alias(encoded_column(n)) for n, e in plan.encodings.items()],
         F.least(F.greatest(value, F.lit(encoding.lower)), F.lit(encoding.upper)).alias(RAW),
     )

@@ -23,7 +23,7 @@ from pipelines.bounding import (
 )
 from pipelines.job import clean_rows
 from pipelines.plan import build_plan
-from tests.spark.conftest import job_config, write_rows
+from tests.support import job_config, write_rows
 
 SCHEMA = pa.schema([("user", pa.string()), ("key", pa.string()), ("value", pa.float64())])
 

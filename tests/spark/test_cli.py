@@ -14,7 +14,7 @@ import yaml
 
 from jobs.cli import _parser, main
 from pipelines.errors import ExitCode
-from tests.spark.conftest import job_config
+from tests.support import job_config
 
 REPO = Path(__file__).resolve().parents[2]
 

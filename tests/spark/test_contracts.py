@@ -37,7 +37,7 @@ from pipelines.noising import release_schema
 from pipelines.plan import build_plan
 from pipelines.release import published_versions, read_manifest, verify_release
 from tests.doubles import ZeroNoise
-from tests.spark.conftest import job_config, write_rows
+from tests.support import job_config, write_rows
 
 # Executors unpickle this module's doubles and data source by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
@@ -309,15 +309,7 @@ def _staged(tmp_path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Pa
 def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_path: Path) -> None:
     plan = build_plan(job_config(tmp_path, tmp_path / "unused.parquet"))
     grid = plan.encodings["sum_value"].grid.step
-    fields = [pa.field("key", pa.string())]
-    for output in plan.outputs:
-        value = pa.int64() if output.metric in ("count", "privacy_id_count") else pa.float64()
-        fields += [
-            pa.field(output.name, value),
-            pa.field(f"{output.name}_std", pa.float64()),
-            pa.field(f"{output.name}_ci_low", value),
-            pa.field(f"{output.name}_ci_high", value),
-        ]
+    fields = list(release_schema(plan, T.StructType([T.StructField("key", T.StringType())])))
     schema = pa.schema(fields)
 
     def row(key: str, **changes: Any) -> dict[str, Any]:

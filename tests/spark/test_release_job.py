@@ -20,7 +20,7 @@ from pipelines.job import run_release
 from pipelines.manifest import manifest_schema, validate_manifest
 from pipelines.release import published_versions, read_manifest, verify_release
 from tests.doubles import ZeroNoise
-from tests.spark.conftest import job_config
+from tests.support import job_config
 
 
 def released_rows(version_path: str) -> dict[str, dict[str, Any]]:

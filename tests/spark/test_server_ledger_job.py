@@ -19,7 +19,7 @@ from pipelines.ledger import BudgetState, LedgerEntry, Registration
 from pipelines.ledger.postgres import PostgresLedger
 from pipelines.release import published_versions, read_manifest, text_digests
 from tests.pg_server import PostgresServer
-from tests.spark.conftest import raw_job_config
+from tests.support import raw_job_config
 
 
 class InterruptedLedger(PostgresLedger):

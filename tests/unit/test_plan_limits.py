@@ -30,11 +30,13 @@ from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from dp_ops.samplers import sample_discrete_gaussian, sample_discrete_laplace
 from dp_ops.selection import (
     MAX_KEEP_TABLE_LENGTH,
+    keep_table_length_lower_bound,
+    truncated_geometric_keep_table,
+)
+from dp_ops.selection_rules import (
     GaussianThresholdSelection,
     LaplaceThresholdSelection,
     TruncatedGeometricSelection,
-    keep_table_length_lower_bound,
-    truncated_geometric_keep_table,
 )
 from pipelines.config import ConfigError, JobConfig, config_from_mapping
 from pipelines.plan import (
@@ -43,8 +45,8 @@ from pipelines.plan import (
     ReleasePlan,
     build_plan,
     check_exact_arithmetic,
-    describe_plan,
 )
+from pipelines.plan_description import describe_plan
 from pipelines.plan_limits import (
     MAX_GAUSSIAN_SIGMA_SQUARED_UNITS,
     MAX_LAPLACE_SCALE_UNITS,
