@@ -108,17 +108,6 @@ class PostgresLedger(SqlLedger):
         """Where the ledger lives, for messages: the server and database, no password."""
         return redacted_url(self.url)
 
-    @property
-    def identity(self) -> str:
-        """The ledger's random identity (``uuid4().hex``), created once with the schema."""
-        assert self._identity is not None  # set by __init__
-        return self._identity
-
-    @property
-    def created_at(self) -> str:
-        """When the identity was created (ISO 8601, UTC): the schema's creation."""
-        return self._created_at
-
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         defaults: dict[str, Any] = {"application_name": "dprelease"}

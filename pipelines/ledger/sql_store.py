@@ -140,8 +140,24 @@ class SqlLedger:
     """The ``LedgerStore`` semantics over an abstract SQL transaction.
 
     Subclasses provide ``_transaction`` (a write transaction serializes with other
-    writes; a read-only one reads one consistent snapshot) and ``identity``.
+    writes; a read-only one reads one consistent snapshot) and set ``_identity`` and
+    ``_created_at`` when they open their schema (SQLite: the file's creation, or its
+    migration to schema version 2; PostgreSQL: the schema's creation).
     """
+
+    _identity: str | None
+    _created_at: str
+
+    @property
+    def identity(self) -> str:
+        """The ledger's random identity (``uuid4().hex``), created once with its schema."""
+        assert self._identity is not None  # set by the backend's __init__
+        return self._identity
+
+    @property
+    def created_at(self) -> str:
+        """When the identity was created (ISO 8601, UTC)."""
+        return self._created_at
 
     def _transaction(self, *, write: bool = True) -> AbstractContextManager[Transaction]:
         raise NotImplementedError
@@ -156,17 +172,7 @@ class SqlLedger:
         lifetime_delta: float,
         registration: Registration | None = None,
     ) -> BudgetState:
-        """Atomically check the lifetime budget and the policy tier, and charge ``entry``.
-
-        In one write transaction: raises TierMismatch if the dataset is bound to
-        another tier than ``registration.tier`` (no registration: no tier); the first
-        reservation of (dataset, privacy unit) pins the lifetime given, and a differing
-        pin raises LifetimeMismatch; BudgetRefused if the spend plus the entry would
-        pass ``pinned lifetime · (1 + BUDGET_TOLERANCE)`` in ε or δ. Any error inserts
-        and pins nothing. Reserving an identical reserved entry again (a retried call
-        whose first commit went through) returns the state without charging again; any
-        other reuse of a run id is a ValueError.
-        """
+        """Check the lifetime, the tier and the spend, and charge ``entry``, in one transaction."""
         configured = _lifetime(lifetime_epsilon, lifetime_delta)
         if entry.status != "reserved":
             raise ValueError(f"a reservation must have status 'reserved', got {entry.status!r}")
@@ -210,13 +216,7 @@ class SqlLedger:
         manifest_sha256: str | None = None,
         readme_sha256: str | None = None,
     ) -> None:
-        """Move a reserved run to ``published`` or ``failed``.
-
-        ``published`` requires the version and the SHA-256 (64 lowercase hex digits) of
-        its ``manifest.json`` and ``README.md`` as published; ``failed`` takes none of
-        them. The charge stays either way. Repeating the same mark is a no-op; any other
-        change of a final status is a ValueError, an unknown run id a KeyError.
-        """
+        """Move a reserved run to ``published`` or ``failed`` (``LedgerStore.mark``)."""
         if status not in _FINAL_STATUSES:
             raise ValueError(f"status must be one of {sorted(_FINAL_STATUSES)}, got {status!r}")
         if status == "published":
@@ -256,15 +256,13 @@ class SqlLedger:
         return [_entry(row) for row in rows]
 
     def entries(self, dataset: str | None = None) -> list[LedgerEntry]:
-        """All entries in reservation (commit) order, optionally of one dataset (any
-        spelling ``dataset_name`` maps to it)."""
+        """All entries in reservation order, optionally of one dataset."""
         if dataset is None:
             return self._select("", ())
         return self._select("WHERE dataset = ?", (dataset_name(dataset),))
 
     def registrations(self) -> dict[str, Registration]:
-        """Run id -> the registration recorded with its charge (runs charged before
-        registrations existed have none)."""
+        """Run id -> the registration recorded with its charge."""
         with self._read() as tx:
             rows = tx.rows(f"SELECT run_id, {', '.join(_REGISTRATION_COLUMNS)} FROM registrations")
         return {str(row[0]): Registration(*row[1:]) for row in rows}
@@ -275,14 +273,7 @@ class SqlLedger:
             return _bound_tier(tx, dataset_name(dataset))
 
     def published_versions_of(self, release: str) -> dict[str, LedgerEntry]:
-        """Version name -> the published entry of that version of ``release``.
-
-        The release's visible versions can be checked against it: a version the ledger
-        does not know, or whose manifest or README digest differs from the recorded one,
-        was not published through this ledger as it is now. Should two published entries
-        name one version (not possible through ``mark`` of one release directory), the
-        later one is returned.
-        """
+        """Version name -> the published entry of that version of ``release``."""
         _check_text("release", release)
         published = self._select("WHERE release = ? AND status = 'published'", (release,))
         return {entry.version: entry for entry in published if entry.version is not None}
@@ -290,12 +281,7 @@ class SqlLedger:
     def state(
         self, dataset: str, privacy_unit: str, lifetime_epsilon: float, lifetime_delta: float
     ) -> BudgetState:
-        """The budget of (dataset, privacy_unit) under its pinned lifetime.
-
-        Raises LifetimeMismatch if a pinned lifetime differs from the one given. A
-        budget with no pin (never charged, or charged before schema version 2) is shown
-        under the given lifetime, and nothing is pinned: ``state`` never writes.
-        """
+        """The budget of (dataset, privacy_unit) under its pinned lifetime; never writes."""
         dataset = dataset_name(dataset)
         configured = _lifetime(lifetime_epsilon, lifetime_delta)
         with self._read() as tx:
@@ -319,15 +305,7 @@ class SqlLedger:
         reason: str,
         actor: str,
     ) -> None:
-        """Pin (dataset, privacy_unit) to the lifetime (ε, δ) and record the change.
-
-        The only way to change a pinned lifetime, or to pin one before the first
-        reservation. In one transaction it sets the pin and appends a row (old values or
-        None, new values, reason, actor, UTC time) to ``lifetime_changes``. ``reason``
-        and ``actor`` must be non-blank. Setting the pinned value again changes and
-        records nothing. A lifetime below the spend is allowed: the budget then has 0
-        remaining and refuses every run (docs/privacy.md, lifetime budgets).
-        """
+        """Pin (dataset, privacy_unit) to (ε, δ) and record the change, in one transaction."""
         dataset = dataset_name(dataset)
         _check_text("privacy_unit", privacy_unit)
         new = _lifetime(epsilon, delta)

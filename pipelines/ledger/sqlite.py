@@ -67,18 +67,6 @@ class SqliteLedger(SqlLedger):
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self.path)!r})"
 
-    @property
-    def identity(self) -> str:
-        """The ledger's random identity (``uuid4().hex``), created once with the file."""
-        assert self._identity is not None  # set by __init__
-        return self._identity
-
-    @property
-    def created_at(self) -> str:
-        """When the identity was created (ISO 8601, UTC): the file's creation, or its
-        migration to schema version 2."""
-        return self._created_at
-
     @contextmanager
     def _connection(self, *, create: bool = False) -> Iterator[sqlite3.Connection]:
         # isolation_level=None: no implicit transactions; each method opens its own.
