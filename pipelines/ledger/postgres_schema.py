@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from pipelines.ledger.model import _utc_now
+from pipelines.ledger.schema import REFUSALS_V2, REFUSALS_V3
 
 SCHEMA_VERSION = 3
 # Any constant: the key of the advisory lock that serializes schema creation.
@@ -108,20 +109,14 @@ def _refusing(table: str, event: str, why: str, *, columns: str = "") -> str:
 _GUARDS = (
     # Guards against bugs and careless SQL, not against the database owner (the identity,
     # backups and the manifests' records are the defence there; docs/privacy.md §10).
-    _refusing("ledger_meta", "UPDATE", "the ledger identity is fixed"),
-    _refusing("ledger_meta", "DELETE", "the ledger identity is fixed"),
-    _refusing("lifetimes", "DELETE", "a pinned lifetime changes only by set_lifetime"),
-    _refusing("lifetime_changes", "UPDATE", "lifetime_changes is append-only"),
-    _refusing("lifetime_changes", "DELETE", "lifetime_changes is append-only"),
-    _refusing("ledger_entries", "DELETE", "a charge never goes away"),
+    *(_refusing(*refusal) for refusal in REFUSALS_V2),
     _refusing(
         "ledger_entries",
         "UPDATE",
         "a charge never changes",
         columns="run_id, dataset, privacy_unit, epsilon, delta",
     ),
-    _refusing("registrations", "UPDATE", "a registration never changes"),
-    _refusing("registrations", "DELETE", "a registration never goes away"),
+    *(_refusing(*refusal) for refusal in REFUSALS_V3),
     *(_refusing(table, "TRUNCATE", "the ledger is append-only") for table in _TABLE_NAMES),
 )
 

@@ -44,6 +44,22 @@ _V1_TO_V2 = (
 )
 
 
+# What the guard triggers refuse, (table, statement, why), in both backends' schemas
+# (``pipelines.ledger.postgres_schema`` writes the same rules in its trigger syntax).
+REFUSALS_V2 = (
+    ("ledger_meta", "UPDATE", "the ledger identity is fixed"),
+    ("ledger_meta", "DELETE", "the ledger identity is fixed"),
+    ("lifetimes", "DELETE", "a pinned lifetime changes only by set_lifetime"),
+    ("lifetime_changes", "UPDATE", "lifetime_changes is append-only"),
+    ("lifetime_changes", "DELETE", "lifetime_changes is append-only"),
+    ("ledger_entries", "DELETE", "a charge never goes away"),
+)
+REFUSALS_V3 = (
+    ("registrations", "UPDATE", "a registration never changes"),
+    ("registrations", "DELETE", "a registration never goes away"),
+)
+
+
 def _trigger_refusing(table: str, action: str, why: str) -> str:
     return (
         f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
@@ -84,12 +100,7 @@ _V2_TABLES = (
     """,
     # Guards against bugs, not against someone who can edit the file (the identity,
     # backups and the manifests' records are the defence there).
-    _trigger_refusing("ledger_meta", "UPDATE", "the ledger identity is fixed"),
-    _trigger_refusing("ledger_meta", "DELETE", "the ledger identity is fixed"),
-    _trigger_refusing("lifetimes", "DELETE", "a pinned lifetime changes only by set_lifetime"),
-    _trigger_refusing("lifetime_changes", "UPDATE", "lifetime_changes is append-only"),
-    _trigger_refusing("lifetime_changes", "DELETE", "lifetime_changes is append-only"),
-    _trigger_refusing("ledger_entries", "DELETE", "a charge never goes away"),
+    *(_trigger_refusing(*refusal) for refusal in REFUSALS_V2),
     """
     CREATE TRIGGER ledger_entries_charge_fixed
     BEFORE UPDATE OF run_id, dataset, privacy_unit, epsilon, delta ON ledger_entries
@@ -110,8 +121,7 @@ _V3_TABLES = (
         approval      TEXT
     )
     """,
-    _trigger_refusing("registrations", "UPDATE", "a registration never changes"),
-    _trigger_refusing("registrations", "DELETE", "a registration never goes away"),
+    *(_trigger_refusing(*refusal) for refusal in REFUSALS_V3),
 )
 
 
