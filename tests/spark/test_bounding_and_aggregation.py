@@ -13,6 +13,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from benchmarks.pipeline import sorts_of_row_grain_data
 from pipelines.aggregation import aggregate_partitions
 from pipelines.bounding import (
     UNIT,
@@ -169,24 +170,6 @@ def test_the_sample_depends_only_on_the_units_own_rows(
     assert kept_alone == kept_with_others
 
 
-def _sorts_of_row_grain_data(physical: str) -> list[str]:
-    """Sort nodes of a plan string with no aggregate below them (they sort input rows)."""
-    lines = physical.splitlines()
-    depth = [len(line) - len(line.lstrip(" :+-")) for line in lines]
-    row_grain = []
-    for index, line in enumerate(lines):
-        if "Sort [" not in line:
-            continue
-        below = []
-        for other in range(index + 1, len(lines)):
-            if depth[other] <= depth[index]:
-                break
-            below.append(lines[other])
-        if not any("HashAggregate" in b for b in below):
-            row_grain.append(line)
-    return row_grain
-
-
 def test_physical_plan_shuffles_twice_and_sorts_no_rows(
     spark: SparkSession, tmp_path: Path, heavy_rows: Path
 ) -> None:
@@ -200,7 +183,7 @@ def test_physical_plan_shuffles_twice_and_sorts_no_rows(
     exchanges = [line for line in physical.splitlines() if "Exchange hashpartitioning" in line]
     assert len(exchanges) == 2, physical
     assert f"hashpartitioning({UNIT}" in exchanges[-1], physical
-    assert _sorts_of_row_grain_data(physical) == [], physical
+    assert sorts_of_row_grain_data(physical) == [], physical
 
 
 def test_equal_encodings_share_one_column_and_different_ones_do_not(
