@@ -195,7 +195,7 @@ def stage(run: PreparedRun, source: NoiseSource) -> pa.Schema:
 
 def check(spark: SparkSession, run: PreparedRun, schema: pa.Schema) -> list[DataFile]:
     """The output contract on the staged files, then their digests for the manifest."""
-    run.report.record(check_output_contract(spark, run.start.plan, schema, run.staging / "data"))
+    run.report.record(check_output_contract(run.start.plan, schema, run.staging / "data"))
     return check_data_files(run.staging / "data", schema)
 
 

@@ -29,8 +29,10 @@ DEFINITION = (
     "datasets that differ by all rows of one privacy unit"
 )
 SAMPLING = (
-    "uniform without replacement, per unit: partitions and rows ranked by a keyed 64-bit "
-    "hash (per-run secret salt from the OS CSPRNG, unit, key, row content)"
+    "aggregate first: one cell per (unit, partition) contributes count min(n, Linf), its sum "
+    "clamped to [c*lower, c*upper] and its centred sums scaled by c/n (rounded toward zero); "
+    "each unit keeps at most L0 cells, uniform without replacement, ranked by a keyed 64-bit "
+    "hash (per-run secret salt from the OS CSPRNG, unit, key)"
 )
 INTERVALS = (
     "noise-only interval at the stated level: describes the added noise, not clamping, "

@@ -331,7 +331,7 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
     keys = T.StructType([T.StructField("key", T.StringType())])
     expected = release_schema(plan, keys)
     good = _staged(tmp_path / "good", [row("A"), row("B")], schema)
-    assert check_output_contract(spark, plan, expected, good).error is None
+    assert check_output_contract(plan, expected, good).error is None
 
     bad_rows = [
         row("A", count=9),  # above its ci_high
@@ -341,9 +341,7 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
         row("D", mean_value=11.0, mean_value_ci_high=11.0),  # outside [lower, upper]
         row("E", privacy_id_count=-1, privacy_id_count_ci_low=-1),  # negative count
     ]
-    verdict = check_output_contract(
-        spark, plan, expected, _staged(tmp_path / "bad", bad_rows, schema)
-    )
+    verdict = check_output_contract(plan, expected, _staged(tmp_path / "bad", bad_rows, schema))
     assert isinstance(verdict.error, OutputContractError)
     message = str(verdict.error)
     for part in (
@@ -359,9 +357,7 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
 
     missing = schema.remove(schema.get_field_index("mean_value_std"))
     rows = [{k: v for k, v in row("A").items() if k != "mean_value_std"}]
-    verdict = check_output_contract(
-        spark, plan, expected, _staged(tmp_path / "schema", rows, missing)
-    )
+    verdict = check_output_contract(plan, expected, _staged(tmp_path / "schema", rows, missing))
     assert isinstance(verdict.error, OutputContractError)
     assert "release schema" in str(verdict.error)
     assert verdict.results["output_schema"]["success"] is False
