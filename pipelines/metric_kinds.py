@@ -46,7 +46,8 @@ class Part:
     #: Aggregated column: ROWS or UNITS (shared by all metrics), or a prefix of the
     #: metric's own column ``<prefix>__<metric>``.
     column: str
-    #: The per-row integer term summed into the column (see aggregation.ROW_TERMS); None
+    #: How a cell's bounded contribution to the column is computed (see
+    #: bounding.CELL_RULES: "units" for sums, "centred", "centred_squared"); None
     #: for ROWS and UNITS, which are counted.
     term: str | None
     row_bound: Callable[[Encoding | None], int]
