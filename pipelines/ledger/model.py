@@ -248,6 +248,18 @@ class BudgetRefused(BudgetError):  # noqa: N818 (the name the CLI and docs use)
 Lifetime = tuple[float, float]
 
 
+def _mismatch_message(
+    dataset: str, privacy_unit: str, configured: Lifetime, pinned: Lifetime
+) -> str:
+    return (
+        f"lifetime budget mismatch for dataset {dataset!r}, privacy unit "
+        f"{privacy_unit!r}: the config's ledger.lifetime_budget is "
+        f"ε={configured[0]!r}, δ={configured[1]!r} but the ledger has pinned "
+        f"ε={pinned[0]!r}, δ={pinned[1]!r}; set ledger.lifetime_budget to the pinned "
+        f"values, or change the pin (recorded in the ledger) with `{_SET_LIFETIME_COMMAND}`"
+    )
+
+
 class LifetimeMismatch(BudgetError):  # noqa: N818 (the name the CLI and docs use)
     """The configured lifetime differs from the one pinned in the ledger.
 
@@ -260,17 +272,9 @@ class LifetimeMismatch(BudgetError):  # noqa: N818 (the name the CLI and docs us
     def __init__(
         self, dataset: str, privacy_unit: str, configured: Lifetime, pinned: Lifetime
     ) -> None:
-        self.dataset = dataset
-        self.privacy_unit = privacy_unit
-        self.configured = configured
-        self.pinned = pinned
-        super().__init__(
-            f"lifetime budget mismatch for dataset {dataset!r}, privacy unit "
-            f"{privacy_unit!r}: the config's ledger.lifetime_budget is "
-            f"ε={configured[0]!r}, δ={configured[1]!r} but the ledger has pinned "
-            f"ε={pinned[0]!r}, δ={pinned[1]!r}; set ledger.lifetime_budget to the pinned "
-            f"values, or change the pin (recorded in the ledger) with `{_SET_LIFETIME_COMMAND}`"
-        )
+        super().__init__(_mismatch_message(dataset, privacy_unit, configured, pinned))
+        self.dataset, self.privacy_unit = dataset, privacy_unit
+        self.configured, self.pinned = configured, pinned
 
     def __reduce__(
         self,
