@@ -210,6 +210,7 @@ def build_manifest(
         "composition": {
             "statement": composition.statement,
             "epsilon": composition.epsilon,
+            "epsilon_exact": composition.epsilon_exact,  # the exact rational total (§8)
             "delta": composition.delta,
             "rho": composition.rho,
             "conversion_delta": composition.conversion_delta,

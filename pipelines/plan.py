@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 from dp_ops.accounting import (
@@ -26,12 +27,13 @@ from dp_ops.calibration import (
     ContributionBounds,
     Sensitivity,
     count_sensitivity,
+    exact_shares,
+    float_down,
     gaussian_for_rho,
     laplace_for_epsilon,
     privacy_id_count_sensitivity,
     rho_for_epsilon_delta,
     sensitivity_for_partition_bound,
-    split_by_weights,
     sum_sensitivity,
 )
 from dp_ops.grid import MAX_ABS_UNITS, Grid, choose_grid, count_grid
@@ -152,7 +154,7 @@ def _calibrate(
     source: str,
     sensitivity: Sensitivity,
     noise_kind: str,
-    epsilon: float,
+    epsilon: Fraction,
     rho: float,
     alpha: float,
     metric: tuple[int, str],
@@ -181,6 +183,7 @@ def _calibrate(
             mechanism=noise.kind,
             epsilon=float(sensitivity.l1 / noise.scale),
             delta=0.0,
+            exact_epsilon=sensitivity.l1 / noise.scale,  # exact rational (§8)
             l1_sensitivity=float(sensitivity.l1),
             l2_sensitivity=sensitivity.l2,
             noise_scale=float(noise.scale),
@@ -200,11 +203,11 @@ def _calibrate(
 
 
 def _value_noise_scale(
-    noise_kind: str, l0: int, per_partition_value: float, epsilon: float, rho: float
+    noise_kind: str, l0: int, per_partition_value: float, epsilon: Fraction, rho: float
 ) -> float:
     """Noise scale in value units before gridding (public: bounds and budget only)."""
     if noise_kind == "laplace":
-        return l0 * per_partition_value / epsilon
+        return l0 * per_partition_value / float(epsilon)
     return math.sqrt(l0) * per_partition_value / math.sqrt(2 * rho)
 
 
@@ -255,8 +258,10 @@ def build_plan(config: JobConfig) -> ReleasePlan:
             f"confidence_level: {config.confidence_level!r} is too close to 0 for double "
             "arithmetic (1 - confidence_level rounds to 1): give at least 1e-15"
         )
-    shares = split_by_weights(1.0, config.weights)
-    epsilon, delta = config.budget.epsilon, config.budget.delta
+    # Exact rationals (docs/privacy.md §8): shares sum to exactly 1 and epsilon is the
+    # double's exact value, so the composed total is epsilon itself, with no rounding.
+    shares = exact_shares(config.weights)
+    epsilon, delta = Fraction(config.budget.epsilon), config.budget.delta
     private = config.partition_selection.mechanism != "public"
     gaussian = config.noise == "gaussian"
 
@@ -267,7 +272,8 @@ def build_plan(config: JobConfig) -> ReleasePlan:
     selection: SelectionRule | PublicPartitions
     spends: list[MechanismSpend] = []
     if private:
-        rule_epsilon = epsilon * shares["selection"]
+        # The largest double at or below the exact share: selection spends at most it.
+        rule_epsilon = float_down(epsilon * shares["selection"])
         check_share(rule_epsilon, "selection")
         min_units = config.partition_selection.min_units
         mechanism = config.partition_selection.mechanism
@@ -286,13 +292,18 @@ def build_plan(config: JobConfig) -> ReleasePlan:
         assert keys is not None  # guaranteed by the config validator
         selection = PublicPartitions(provenance=keys.provenance or (keys.path or keys.table or ""))
 
-    metric_share = sum(shares[m.output_name] for m in config.metrics)
-    rho_total = rho_for_epsilon_delta(epsilon * metric_share, conversion_delta) if gaussian else 0.0
+    metric_share = sum((shares[m.output_name] for m in config.metrics), Fraction(0))
+    rho_total = (
+        rho_for_epsilon_delta(float_down(epsilon * metric_share), conversion_delta)
+        if gaussian
+        else 0.0
+    )
 
-    def budget_of(share: float, key: str) -> tuple[float, float]:
+    def budget_of(share: Fraction, key: str) -> tuple[Fraction, float]:
         """(epsilon, rho) for a share of the whole budget (refused if it underflows to 0)."""
-        eps, rho = epsilon * share, (rho_total * share / metric_share if gaussian else 0.0)
-        check_share(eps if not gaussian else min(eps, rho), key)
+        eps = epsilon * share
+        rho = float_down(Fraction(rho_total) * share / metric_share) if gaussian else 0.0
+        check_share(float(eps) if not gaussian else min(float(eps), rho), key)
         return eps, rho
 
     has_count = any(m.metric == "count" for m in config.metrics)
@@ -313,7 +324,7 @@ def build_plan(config: JobConfig) -> ReleasePlan:
             aggregates.append(
                 _calibrate(name, source, sensitivity, config.noise, eps, rho, alpha, here)
             )
-            outputs.append(OutputMetric(name, metric.metric, None, name, None, None, share))
+            outputs.append(OutputMetric(name, metric.metric, None, name, None, None, float(share)))
             continue
         assert metric.column is not None and metric.lower is not None and metric.upper is not None
         lower, upper = metric.lower, metric.upper
@@ -338,7 +349,7 @@ def build_plan(config: JobConfig) -> ReleasePlan:
             aggregates.append(
                 _calibrate(name, f"sum__{name}", sensitivity, config.noise, eps, rho, alpha, here)
             )
-            outputs.append(OutputMetric(name, "sum", encoding, name, None, None, share))
+            outputs.append(OutputMetric(name, "sum", encoding, name, None, None, float(share)))
             continue
         denominator = count_name
         if not has_count:
@@ -370,7 +381,9 @@ def build_plan(config: JobConfig) -> ReleasePlan:
                 )
             )
         outputs.append(
-            OutputMetric(name, metric.metric, encoding, numerator, denominator, squares, share)
+            OutputMetric(
+                name, metric.metric, encoding, numerator, denominator, squares, float(share)
+            )
         )
 
     spends.extend(a.spend for a in aggregates)
@@ -488,6 +501,7 @@ def describe_plan(plan: ReleasePlan) -> dict[str, object]:
         "confidence_level": plan.config.confidence_level,
         "totals": {
             "epsilon": composition.epsilon,
+            "epsilon_exact": composition.epsilon_exact,
             "delta": composition.delta,
             "rho": composition.rho,
             "conversion_delta": composition.conversion_delta,
