@@ -25,6 +25,7 @@ from pipelines.aggregation import (
     aggregate_partitions,
 )
 from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded
+from pipelines.card import spend_history, write_card
 from pipelines.config import JobConfig
 from pipelines.contracts import (
     ObservedInput,
@@ -364,6 +365,10 @@ def _produce(
         manifest = build_manifest(
             run.start.plan, identity, describe_schema(schema), data_files, spend
         )
+        # The card, from the manifest, the staged data and the ledger's charges (§9).
+        charges = ledger.entries(config.ledger.dataset)
+        unit = config.privacy_unit.column
+        write_card(run.staging, manifest, spend_history(charges, run.run_id, unit, version))
         digests.update(write_text_last(run.staging, manifest, render_readme(manifest)))
 
     def still_current() -> None:

@@ -1,0 +1,105 @@
+"""The released table as readers see it: rows in a version's data files, with their metrics.
+
+Reads only a version's published (or staged) files and its manifest: the noisy values,
+their std and interval columns, and the keys DP selection released (docs/privacy.md §9).
+Nothing here touches the private input, and ordering by a noisy count is post-processing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.display import format_interval
+
+__all__ = ["ReleasedMetric", "ReleasedTable", "read_released"]
+
+# Statistics a table is ranked by when it is too long to show whole (noisy counts).
+_RANKING = ("count", "privacy_id_count")
+
+
+@dataclass(frozen=True)
+class ReleasedMetric:
+    """One released statistic: its column name, kind and value bounds (if measured)."""
+
+    name: str
+    metric: str
+    lower: float | None
+    upper: float | None
+
+
+@dataclass(frozen=True)
+class ReleasedTable:
+    """A version's released rows (sorted by key, as published) and what they hold."""
+
+    table: pa.Table
+    keys: list[str]
+    metrics: list[ReleasedMetric]
+
+    @property
+    def rows(self) -> int:
+        """Number of released rows (partitions)."""
+        return int(self.table.num_rows)
+
+    @property
+    def ranking_metric(self) -> ReleasedMetric | None:
+        """The noisy count rows are ranked by (row count first), if the release has one."""
+        for kind in _RANKING:
+            for metric in self.metrics:
+                if metric.metric == kind:
+                    return metric
+        return None
+
+    def ranked(self) -> ReleasedTable:
+        """Rows by decreasing noisy count (ties keep key order); as published without one."""
+        ranking = self.ranking_metric
+        if ranking is None or self.rows == 0:
+            return self
+        values = self.table.column(ranking.name).to_pylist()
+        order = sorted(range(self.rows), key=lambda i: -values[i])
+        return ReleasedTable(self.table.take(order), self.keys, self.metrics)
+
+    def head(self, limit: int, offset: int = 0) -> ReleasedTable:
+        """``limit`` rows from ``offset`` (a page of the table)."""
+        return ReleasedTable(self.table.slice(offset, limit), self.keys, self.metrics)
+
+    def display_rows(self) -> list[list[str]]:
+        """Each row as text: key values, then ``value ± half-width`` per metric."""
+        columns = {name: self.table.column(name).to_pylist() for name in self.table.schema.names}
+        out = []
+        for index in range(self.rows):
+            cells = [str(columns[key][index]) for key in self.keys]
+            for metric in self.metrics:
+                cells.append(
+                    format_interval(
+                        float(columns[metric.name][index]),
+                        float(columns[f"{metric.name}_ci_low"][index]),
+                        float(columns[f"{metric.name}_ci_high"][index]),
+                    )
+                )
+            out.append(cells)
+        return out
+
+    def header(self) -> list[str]:
+        """Column titles of ``display_rows``."""
+        return [*self.keys, *(m.name for m in self.metrics)]
+
+
+def read_released(version_dir: Path, manifest: dict[str, Any]) -> ReleasedTable:
+    """The released table of a version (its ``data/`` files, as the manifest lists them)."""
+    files = [version_dir / entry["path"] for entry in manifest["data"]["files"]]
+    tables = [pq.read_table(path) for path in files]
+    names = [column["name"] for column in manifest["data"]["schema"]]
+    if tables:
+        table = pa.concat_tables(tables).select(names)
+    else:
+        table = pa.table({name: pa.array([], pa.null()) for name in names})
+    metrics = [
+        ReleasedMetric(c["name"], c["metric"], c.get("lower"), c.get("upper"))
+        for c in manifest["columns"]
+    ]
+    return ReleasedTable(table, list(manifest["partitions"]["columns"]), metrics)
