@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CONFIG ?= conf/jobs/movielens.yaml
+CONFIG ?= conf/jobs/movielens_genres.yaml
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
@@ -26,9 +26,15 @@ venv: $(STAMP) ## Create .venv with the package, test and demo dependencies
 check-java: ## Check that Java 17+ is installed (Spark needs it)
 	@bash scripts/check-java.sh
 
-run: $(STAMP) ## Run the main job: a DP release of the bundled MovieLens ratings on local Spark
+run: $(STAMP) ## Run the main job (per-genre DP statistics of the bundled MovieLens ratings) and show it
 	$(PY) -m jobs.demo_data data/movielens/ratings.parquet
-	$(VENV)/bin/dprelease run $(CONFIG)
+	@status=0; summary=$$($(VENV)/bin/dprelease run $(CONFIG)) || status=$$?; \
+	echo "$$summary"; \
+	if [ $$status -eq 0 ] || [ $$status -eq 5 ]; then \
+	  path=$$(echo "$$summary" | tail -n 1 | $(PY) -c 'import json, sys; print(json.load(sys.stdin)["path"])'); \
+	  echo; $(VENV)/bin/dprelease show "$$path" --limit 10; \
+	fi; \
+	exit $$status
 
 test: $(STAMP) ## The suite CI runs: unit, Spark, privacy fast tier, standalone cluster
 	$(PY) -m pytest

@@ -20,13 +20,12 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobs.ledger_commands import add_ledger_parser, command_ledger
+from jobs.show_commands import add_show_parsers, command_export, command_plan, command_show
 from pipelines.config import ConfigError, config_json_schema, load_config
 from pipelines.errors import RETRY_ADVICE, DprError, ExitCode, Terminated
-from pipelines.plan import build_plan, describe_plan
 from pipelines.release import (
     MANIFEST,
     published_versions,
-    read_manifest,
     unpublished_version_dirs,
     verify_release,
 )
@@ -83,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dprelease {_version()}")
     parser.add_argument(
-        "--verbose", action="store_true", help="on failure, also print the full trace"
+        "--verbose",
+        action="store_true",
+        help="Spark's own logs and progress bars; on failure, also the full trace",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a release job and publish a new version")
@@ -93,10 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish a new version even if this data period is already published",
     )
-    plan = sub.add_parser("plan", help="print the privacy plan of a job; reads no data")
-    plan.add_argument("config", help="job config (YAML)")
-    show = sub.add_parser("show", help="print a published version (or the latest of a release)")
-    show.add_argument("release_dir", help="a version directory, or a release directory")
+    add_show_parsers(sub)  # plan, show, export (jobs/show_commands.py)
     verify = sub.add_parser("verify", help="check a published version's files against its manifest")
     verify.add_argument(
         "release_dir", help="a version directory, or a release directory (all versions)"
@@ -110,23 +108,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _versions(path: Path) -> list[Path]:
-    """A version directory as given, or every published version of a release directory."""
-    if (path / "manifest.json").is_file():
-        return [path]
-    versions = [v.path for v in published_versions(path)]
-    if not versions:
-        raise ConfigError(f"{path}: no published version here")
-    return versions
-
-
 def run_command(
-    config_path: str, supersede: bool = False, spark: SparkSession | None = None
+    config_path: str,
+    supersede: bool = False,
+    spark: SparkSession | None = None,
+    verbose: bool = False,
 ) -> ExitCode:
     """Run one release job and print the JSON summary line; errors propagate.
 
     With ``spark`` given, the run uses that session and leaves it running; otherwise it
-    creates a session and stops it at the end.
+    creates a session (quiet unless ``verbose``) and stops it at the end.
     """
     config = load_config(config_path)
     from jobs.session import create_session
@@ -136,7 +127,7 @@ def run_command(
     start = start_run(config, supersede=supersede)
     result = already_published(config, start, supersede=supersede)
     if result is None:
-        session = spark or create_session(f"dprelease:{config.release.name}")
+        session = spark or create_session(f"dprelease:{config.release.name}", verbose=verbose)
         try:
             result = run_release(session, config, supersede=supersede, start=start)
         finally:
@@ -158,26 +149,6 @@ def run_command(
     }
     print(json.dumps(summary), flush=True)
     return ExitCode.OK if result.status == "published" else ExitCode.ALREADY_PUBLISHED
-
-
-def _command_plan(args: argparse.Namespace) -> ExitCode:
-    """Print the plan of a config, or refuse it (exit 2) exactly as `run` would.
-
-    ``build_plan`` makes every check that depends only on the config (noise limits, the
-    selection rule, the exact-arithmetic proof; docs/privacy.md §3, §5, §6), so this
-    needs no Spark session and never reads the ledger.
-    """
-    plan = build_plan(load_config(args.config))
-    print(json.dumps(describe_plan(plan), indent=2))
-    return ExitCode.OK
-
-
-def _command_show(args: argparse.Namespace) -> ExitCode:
-    version = _versions(Path(args.release_dir))[-1]
-    print((version / "README.md").read_text(encoding="utf-8"))
-    manifest = read_manifest(version)
-    print(json.dumps({"version": manifest["release"]["version"], "path": str(version)}))
-    return ExitCode.OK
 
 
 def _command_verify(args: argparse.Namespace) -> ExitCode:
@@ -215,8 +186,9 @@ def _command_schema(_: argparse.Namespace) -> ExitCode:
 
 COMMANDS = {
     "ledger": command_ledger,
-    "plan": _command_plan,
-    "show": _command_show,
+    "plan": command_plan,
+    "show": command_show,
+    "export": command_export,
     "verify": _command_verify,
     "schema": _command_schema,
 }
@@ -273,7 +245,7 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
     try:
         if args.command == "run":
-            return int(run_command(args.config, args.supersede, spark))
+            return int(run_command(args.config, args.supersede, spark, args.verbose))
         return int(COMMANDS[args.command](args))
     except (Exception, KeyboardInterrupt, Terminated) as error:
         log.error("%s", failure_line(error))

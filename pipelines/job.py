@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +25,7 @@ from pipelines.aggregation import (
     aggregate_partitions,
 )
 from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded
-from pipelines.card import spend_history, write_card
+from pipelines.card import CARD, spend_history, write_card
 from pipelines.config import JobConfig
 from pipelines.contracts import (
     ObservedInput,
@@ -51,6 +51,7 @@ from pipelines.ledger import BudgetState, LedgerEntry, SqliteLedger
 from pipelines.manifest import ReleaseIdentity, build_manifest, render_readme
 from pipelines.noising import NoiseSource, SecureNoise, apply_noise, release_schema
 from pipelines.plan import UNITS, ReleasePlan, build_plan
+from pipelines.progress import Progress
 from pipelines.release import (
     MANIFEST,
     README,
@@ -195,6 +196,7 @@ class PreparedRun:
     report: OperatorReport
     frame: DataFrame
     public_keys: DataFrame | None
+    progress: Progress = field(default_factory=lambda: Progress(log))
 
 
 def prepare_run(spark: SparkSession, config: JobConfig, start: RunStart) -> PreparedRun:
@@ -281,12 +283,15 @@ def run_release(
     leave it None (exact CSPRNG noise). ``start`` is the caller's ``start_run(config)``
     if it already made it (the CLI does, before Spark).
     """
+    progress = Progress(log)
     start = start or start_run(config, supersede=supersede)
     found = already_published(config, start, supersede=supersede)
     if found is not None:
         return found
-    run = prepare_run(spark, config, start)
+    progress.step("plan", f"epsilon={start.plan.composition.epsilon:.6g}, inputs checked")
+    run = replace(prepare_run(spark, config, start), progress=progress)
     budget = charge(config, run)
+    progress.step("charge")
     log.info("run %s: operator reports in %s", run.run_id, run.report.directory)
     try:
         version, digests = _produce(spark, config, run, budget, source or SecureNoise())
@@ -298,7 +303,8 @@ def run_release(
         raise
     _mark(start.ledger, run.run_id, "published", version.name, digests)
     run.report.finish("published", version.name)
-    log.info("published %s %s", config.release.name, version.name)
+    progress.step("publish", version.name)
+    log.info("published %s %s; card: %s", config.release.name, version.name, version.path / CARD)
     return _result("published", config, version, budget)
 
 
@@ -320,7 +326,9 @@ def _noisy_release(
     # partition, kept in Spark storage, never written out) and counts the contract figures.
     aggregated = aggregated.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        candidates = aggregated.count()
+        with run.progress.data_pass(spark):
+            candidates = aggregated.count()
+        run.progress.step("read and bound")
         figures = observed.figures()
         run.report.summary["input"] = input_summary(figures, config)
         if run.public_keys is not None:
@@ -331,7 +339,9 @@ def _noisy_release(
         released = apply_noise(aggregated, plan, source)
         log.info("run %s: computing and writing the noisy release to staging", run.run_id)
         # Materialize the noisy table once; everything after reads these files.
-        released.write.mode("errorifexists").parquet(str(staging / NOISY_DIR))
+        with run.progress.data_pass(spark):
+            released.write.mode("errorifexists").parquet(str(staging / NOISY_DIR))
+        run.progress.step("noise")
     finally:
         aggregated.unpersist()
     schema = release_schema(plan, keys)
@@ -339,7 +349,9 @@ def _noisy_release(
     # file count from the released row count): the layout reveals nothing else.
     layout_release(staging / NOISY_DIR, staging / "data", schema, config.partition_columns)
     discard_staging(staging / NOISY_DIR)
+    run.progress.step("write", "canonical layout in staging")
     run.report.record(check_output_contract(spark, plan, schema, staging / "data"))
+    run.progress.step("contracts")
     return schema
 
 
