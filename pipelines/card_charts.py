@@ -34,6 +34,7 @@ _STYLE: dict[Any, Any] = {
 }
 _LONG_DECIMALS = re.compile(r"(\d\.\d\d)\d+")
 _HEADER = re.compile(r"^<\?xml[^>]*>\s*(<!DOCTYPE[^>]*>\s*)?", re.DOTALL)
+_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
 
 
 def _plain(label: str) -> str:
@@ -52,7 +53,7 @@ def _svg(figure: Figure, label: str) -> str:
     buffer = io.StringIO()
     with mpl.rc_context(_STYLE):
         figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": "dprelease"})
-    text = _HEADER.sub("", buffer.getvalue())
+    text = _METADATA.sub("", _HEADER.sub("", buffer.getvalue()))
     text = _LONG_DECIMALS.sub(r"\1", text)
     return text.replace("<svg ", f'<svg role="img" aria-label="{label}" ', 1)
 
