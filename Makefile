@@ -9,7 +9,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv check-java run test test-fast test-privacy test-airflow lint bench package clean
+.PHONY: help venv check-java browser run test test-fast test-privacy test-airflow lint bench package clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ venv: $(STAMP) ## Create .venv with the package, test and demo dependencies
 
 check-java: ## Check that Java 17+ is installed (Spark needs it)
 	@bash scripts/check-java.sh
+
+browser: ## Install the headless Chromium the card's browser test drives (Debian package; root)
+	bash scripts/install-browser.sh
 
 run: $(STAMP) ## Run the main job (per-genre DP statistics of the bundled MovieLens ratings) and show it
 	$(PY) -m jobs.demo_data data/movielens/ratings.parquet

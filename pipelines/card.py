@@ -197,22 +197,22 @@ def _metric_section(released: ReleasedTable, metric: ReleasedMetric, level: floa
 
 
 def _values(manifest: dict[str, Any], released: ReleasedTable) -> str:
+    """The released table (all rows, or the top rows by noisy count), then one chart per
+    metric."""
     level = float(manifest["confidence_level"])
     parts = ["<h2>Released values</h2>"]
     if released.rows == 0:
         return parts[0] + "<p>This release holds no rows.</p>"
-    parts += [_metric_section(released, m, level) for m in released.metrics]
     whole = released.rows <= ALL_ROWS_UP_TO
     shown = released.ranked().head(ALL_ROWS_UP_TO)
     parts.append(
-        f"<h3>Table ({'all' if whole else f'top {ALL_ROWS_UP_TO} by noisy count, of'} "
-        f"{released.rows} rows)</h3>"
+        f"<p>{'All' if whole else f'The top {ALL_ROWS_UP_TO} by noisy count of the'} "
+        f"{released.rows} released rows{', by noisy count' if whole else ''}: value ± "
+        f"half-width of a {level:.0%} noise-only interval, which describes the added noise, "
+        "not clamping, contribution bounding or sampling bias.</p>"
     )
     parts.append(_table(shown.header(), shown.display_rows(), numeric_from=len(shown.keys)))
-    parts.append(
-        f'<p class="note">value ± half-width: a {level:.0%} noise-only interval; it describes '
-        "the added noise, not clamping, contribution bounding or sampling bias.</p>"
-    )
+    parts += [_metric_section(released, m, level) for m in released.metrics]
     return "".join(parts)
 
 

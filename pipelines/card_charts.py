@@ -112,26 +112,27 @@ def keep_chart(table: Sequence[tuple[int, float]], title: str) -> str:
 def spend_chart(
     charges: Sequence[str], cumulative: Sequence[float], lifetime: float, title: str
 ) -> str:
-    """The dataset's cumulative epsilon after each charge, against its lifetime budget."""
+    """The dataset's cumulative epsilon after each charge (bars), and its lifetime budget
+    (a dashed line, or a note when it lies far above the spend so far)."""
     with mpl.rc_context(_STYLE):
-        figure = _figure(7.0, 2.6)
+        figure = _figure(7.0, 2.8)
         axes = figure.add_subplot()
         positions = list(range(1, len(charges) + 1))
-        axes.step([0, *positions], [0.0, *cumulative], where="post", color=VALUE_COLOUR)
-        axes.plot(positions, cumulative, "o", color=VALUE_COLOUR, markersize=4)
-        axes.axhline(lifetime, color=LIMIT_COLOUR, linestyle="--", linewidth=1.2)
-        axes.annotate(
-            "lifetime budget",
-            (0.02, lifetime),
-            xycoords=("axes fraction", "data"),
-            color=LIMIT_COLOUR,
-            va="bottom",
-        )
-        axes.set_ylim(0, lifetime * 1.15)
-        axes.set_xticks(positions, [_plain(c[:18]) for c in charges], rotation=30, ha="right")
+        axes.bar(positions, cumulative, color=VALUE_COLOUR, width=0.6)
+        spent = max(cumulative, default=0.0)
+        if lifetime <= 3 * spent or spent == 0:
+            axes.axhline(lifetime, color=LIMIT_COLOUR, linestyle="--", linewidth=1.2)
+            axes.set_ylim(0, lifetime * 1.15)
+            note = "lifetime budget"
+        else:
+            axes.set_ylim(0, spent * 1.4)
+            note = f"lifetime budget {lifetime:.4g}, above this chart"
+        axes.annotate(note, (0.02, 0.93), xycoords="axes fraction", color=LIMIT_COLOUR, va="top")
+        axes.set_xticks(positions, [_plain(c[:24]) for c in charges], rotation=20, ha="right")
         axes.set_ylabel("cumulative epsilon")
         axes.set_title(_plain(title), loc="left", fontsize=10)
         axes.grid(axis="y", color="#dddddd", linewidth=0.6)
+        axes.set_axisbelow(True)
         return _svg(figure, title)
 
 
