@@ -41,7 +41,8 @@ def _config(**overrides: Any) -> Any:
 
 def test_expected_accuracy_matches_the_plan_s_own_noise() -> None:
     config = _config()
-    mechanisms = {m["name"]: m for m in describe_plan(build_plan(config))["mechanisms"]}
+    described: dict[str, Any] = describe_plan(build_plan(config))
+    mechanisms = {m["name"]: m for m in described["mechanisms"]}
     found = expected_accuracy(config)
     assert set(found) == {"count", "privacy_id_count", "sum_v", "mean_v"}  # no variance
     count = found["count"][0]
