@@ -39,7 +39,7 @@ run: $(STAMP) ## Run the main job (per-genre DP statistics of the bundled MovieL
 	fi; \
 	exit $$status
 
-test: $(STAMP) ## The suite CI runs: unit, Spark, privacy fast tier, standalone cluster
+test: $(STAMP) ## The suite CI runs: unit, Spark, privacy fast tier, standalone cluster, card in Chromium
 	$(PY) -m pytest
 
 test-fast: $(STAMP) ## Run the tests that need no Spark session

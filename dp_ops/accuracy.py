@@ -3,7 +3,7 @@
 Pure functions of public parameters: a mechanism's noise standard deviation and interval
 half-width (from the plan), a partition size stated by the analyst, and the metric's
 value bounds. Nothing here reads data; the figures mirror how the release computes its
-own ``_std`` and interval columns (docs/privacy.md §6), without the clamping to the value
+own ``_std`` and interval columns (docs/privacy.md §7), without the clamping to the value
 bounds, so a target is never met merely because the bounds are narrow.
 """
 

@@ -3,7 +3,7 @@ version's released table, printed or written out.
 
 Invariant: ``plan`` reads the config only (no data, no ledger, no charge); ``show`` and
 ``export`` read a version's published files and manifest only, never the private input
-or the operator area (docs/privacy.md §6, §9).
+or the operator area (docs/privacy.md §7, §9).
 """
 
 from __future__ import annotations

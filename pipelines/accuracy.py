@@ -5,7 +5,7 @@ Invariants: every figure is computed from ``build_plan`` and ``describe_plan`` o
 that differ from the given one only in ``budget.epsilon`` and ``budget.weights``, so the
 noise it assumes is exactly the noise a run with those numbers would draw (grid, discrete
 noise, exact shares). Nothing here reads data, opens the ledger or charges it
-(docs/privacy.md §6, §8).
+(docs/privacy.md §6, §7, §8).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Invariant: nothing here changes a release. Targets and partition sizes are public
 planning assumptions (no data is read to state them); ``build_plan`` ignores the section,
-so a run's noise, spend and manifest are the same with or without it (docs/privacy.md §6).
+so a run's noise, spend and manifest are the same with or without it (docs/privacy.md §7).
 """
 
 from __future__ import annotations
