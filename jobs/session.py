@@ -60,12 +60,16 @@ def quiet_settings(settings: dict[str, str]) -> dict[str, str]:
 
 
 def _forward(stream: IO[bytes], verbose: bool) -> None:
-    """Copy the JVM's stderr to ours, line by line, dropping known start-up notices."""
+    """Copy the JVM's stderr to ours, line by line, dropping known start-up notices; the
+    pipe is drained to its end whatever happens to our stderr, so the JVM never blocks."""
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", errors="replace")
         if verbose or not _JVM_NOISE.match(line.rstrip("\n")):
-            sys.stderr.write(line)
-            sys.stderr.flush()
+            try:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            except (OSError, ValueError):  # our stderr is closed: keep draining the pipe
+                continue
 
 
 def _start_gateway(settings: dict[str, str], verbose: bool) -> None:
