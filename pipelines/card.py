@@ -21,11 +21,11 @@ from pipelines.accuracy import keep_probability_table
 from pipelines.card_charts import budget_chart, keep_chart, metric_chart, spend_chart
 from pipelines.display import format_budget, format_number
 from pipelines.ledger import LedgerEntry
+from pipelines.release import CARD
 from pipelines.released import ReleasedMetric, ReleasedTable, read_released
 
 __all__ = ["CARD", "SpendPoint", "render_card", "spend_history", "write_card"]
 
-CARD = "card.html"
 # Tables with at most this many rows are shown whole; longer ones show their top rows
 # by noisy count (charts show at most CHART_ROWS).
 ALL_ROWS_UP_TO = 50

@@ -10,6 +10,7 @@ decimals, so the card never repeats a figure at a precision the noise does not s
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +43,11 @@ def _plain(label: str) -> str:
     return label.replace("$", r"\$")
 
 
+def _finite(numbers: Sequence[float]) -> list[float]:
+    """The numbers with non-finite ones drawn as 0 (a chart must draw whatever it gets)."""
+    return [n if math.isfinite(n) else 0.0 for n in numbers]
+
+
 def _figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=96, layout="constrained")
     FigureCanvasSVG(figure)
@@ -71,8 +77,11 @@ def metric_chart(
         figure = _figure(7.0, 0.9 + 0.24 * max(len(labels), 1))
         axes = figure.add_subplot()
         positions = list(range(len(labels)))[::-1]
-        below = [v - lo for v, lo in zip(values, lows, strict=True)]
-        above = [hi - v for v, hi in zip(values, highs, strict=True)]
+        values, lows, highs = _finite(values), _finite(lows), _finite(highs)
+        # Whiskers never point inwards, whatever a (buggy) interval says: the output
+        # contract and verify judge intervals, a chart only draws them.
+        below = [max(v - lo, 0.0) for v, lo in zip(values, lows, strict=True)]
+        above = [max(hi - v, 0.0) for v, hi in zip(values, highs, strict=True)]
         if bars:
             axes.barh(positions, values, color=VALUE_COLOUR, height=0.6)
         axes.errorbar(
@@ -118,6 +127,7 @@ def spend_chart(
         figure = _figure(7.0, 2.8)
         axes = figure.add_subplot()
         positions = list(range(1, len(charges) + 1))
+        cumulative = _finite(cumulative)
         axes.bar(positions, cumulative, color=VALUE_COLOUR, width=0.6)
         spent = max(cumulative, default=0.0)
         if lifetime <= 3 * spent or spent == 0:
@@ -142,7 +152,7 @@ def budget_chart(names: Sequence[str], epsilons: Sequence[float], title: str) ->
         figure = _figure(7.0, 0.9 + 0.28 * max(len(names), 1))
         axes = figure.add_subplot()
         positions = list(range(len(names)))[::-1]
-        axes.barh(positions, epsilons, color=VALUE_COLOUR, height=0.6)
+        axes.barh(positions, _finite(epsilons), color=VALUE_COLOUR, height=0.6)
         axes.set_yticks(positions, [_plain(name) for name in names])
         axes.set_xlabel("epsilon")
         axes.set_title(_plain(title), loc="left", fontsize=10)

@@ -7,6 +7,7 @@ Nothing here touches the private input, and ordering by a noisy count is post-pr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,8 @@ class ReleasedTable:
         ranking = self.ranking_metric
         if ranking is None or self.rows == 0:
             return self
-        values = self.table.column(ranking.name).to_pylist()
-        order = sorted(range(self.rows), key=lambda i: -values[i])
+        values = [_number(v) for v in self.table.column(ranking.name).to_pylist()]
+        order = sorted(range(self.rows), key=lambda i: -values[i] if values[i] == values[i] else 0)
         return ReleasedTable(self.table.take(order), self.keys, self.metrics)
 
     def head(self, limit: int, offset: int = 0) -> ReleasedTable:
@@ -74,19 +75,22 @@ class ReleasedTable:
         for index in range(self.rows):
             cells = [str(columns[key][index]) for key in self.keys]
             for metric in self.metrics:
-                cells.append(
-                    format_interval(
-                        float(columns[metric.name][index]),
-                        float(columns[f"{metric.name}_ci_low"][index]),
-                        float(columns[f"{metric.name}_ci_high"][index]),
-                    )
+                value, low, high = (
+                    _number(columns[name][index])
+                    for name in (metric.name, f"{metric.name}_ci_low", f"{metric.name}_ci_high")
                 )
+                cells.append(format_interval(value, low, high))
             out.append(cells)
         return out
 
     def header(self) -> list[str]:
         """Column titles of ``display_rows``."""
         return [*self.keys, *(m.name for m in self.metrics)]
+
+
+def _number(value: object) -> float:
+    """A released cell as a float (NaN for a null, which the output contract refuses)."""
+    return float(value) if isinstance(value, int | float) else math.nan
 
 
 def read_released(version_dir: Path, manifest: dict[str, Any]) -> ReleasedTable:
