@@ -21,7 +21,7 @@ from pipelines.display import format_budget
 from pipelines.errors import ExitCode
 from pipelines.plan import build_plan, describe_plan
 from pipelines.release import published_versions, read_manifest
-from pipelines.released import ReleasedTable, read_released
+from pipelines.release_table import ReleasedTable, read_released
 
 __all__ = ["add_show_parsers", "command_export", "command_plan", "command_show"]
 

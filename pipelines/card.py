@@ -22,7 +22,7 @@ from pipelines.card_charts import budget_chart, keep_chart, metric_chart, spend_
 from pipelines.display import format_budget, format_number
 from pipelines.ledger import LedgerEntry
 from pipelines.release import CARD
-from pipelines.released import ReleasedMetric, ReleasedTable, read_released
+from pipelines.release_table import ReleasedMetric, ReleasedTable, read_released
 
 __all__ = ["CARD", "SpendPoint", "render_card", "spend_history", "write_card"]
 
