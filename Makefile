@@ -9,10 +9,10 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv check-java browser run test test-fast test-privacy test-airflow lint bench package clean
+.PHONY: help venv check-java browser run test test-fast test-postgres test-privacy test-airflow lint bench package clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@bash scripts/check-java.sh
@@ -39,11 +39,15 @@ run: $(STAMP) ## Run the main job (per-genre DP statistics of the bundled MovieL
 	fi; \
 	exit $$status
 
-test: $(STAMP) ## The suite CI runs: unit, Spark, privacy fast tier, standalone cluster, card in Chromium
+test: $(STAMP) ## The suite CI runs: unit, Spark, PostgreSQL ledger (a real server), privacy fast tier, standalone cluster, card in Chromium
 	$(PY) -m pytest
 
 test-fast: $(STAMP) ## Run the tests that need no Spark session
 	$(PY) -m pytest tests/unit
+
+test-postgres: $(STAMP) ## The ledger contract suite and the server-ledger tests (needs Debian's postgresql)
+	bash scripts/install-postgres.sh
+	$(PY) -m pytest tests/unit/test_ledger.py tests/unit/test_governance.py tests/postgres tests/spark/test_server_ledger_job.py
 
 lint: $(STAMP) ## ruff, mypy (strict) and the import-direction contract
 	$(VENV)/bin/ruff check dp_ops pipelines jobs tests benchmarks
@@ -54,7 +58,7 @@ lint: $(STAMP) ## ruff, mypy (strict) and the import-direction contract
 test-privacy: $(STAMP) ## The full privacy verification tier (large-sample audits; see README)
 	$(PY) -m pytest -m privacy_full tests/privacy
 
-test-airflow: $(STAMP) ## The Airflow DAG test, with Airflow in its own venv (.venv-airflow)
+test-airflow: $(STAMP) ## The Airflow DAG test, with Airflow in its own venv (.venv-airflow); CI runs it too
 	bash scripts/test-airflow.sh
 
 BENCH_ROWS ?= 1000000,10000000

@@ -1,4 +1,4 @@
-"""``make bench``: sampler throughput, then the pipeline benchmark; one dated run logged.
+"""``make bench``: samplers, the pipeline, the L0 A/B and bounding utility; one run logged.
 
 Knobs come from the environment (see ``benchmarks.pipeline``): ``BENCH_ROWS``,
 ``BENCH_REPEATS``, ``BENCH_DIR``, ``BENCH_SAMPLERS``, ``BENCH_LOG``. The run appends
@@ -7,6 +7,7 @@ exactly one section to the log, and only after every measurement succeeded.
 
 from __future__ import annotations
 
+from benchmarks import l0_methods, utility
 from benchmarks.pipeline import BenchOptions, pipeline_section, run_pipeline, say
 from benchmarks.report import append_report, machine_section, sampler_section
 from benchmarks.samplers import sampler_rows
@@ -20,10 +21,18 @@ def main() -> None:
         say("sampler throughput (ours vs OpenDP)")
         samplers = sampler_rows()
     machine, results = run_pipeline(options)
+    say("L0 step: window, collect_list and Arrow pass")
+    l0 = l0_methods.run(options.rows, options.repeats, options.work_dir)
+    say(f"utility of bounding on {options.rows[0]:,} rows")
+    bias = utility.run(options.rows[0], options.work_dir)
     text = (
         machine_section(machine)
         + "\n"
         + pipeline_section(results, options.repeats)
+        + "\n"
+        + l0
+        + "\n"
+        + bias
         + "\n"
         + sampler_section(samplers)
     )

@@ -372,8 +372,9 @@ def dp_graph(spark: SparkSession, table: SyntheticTable, scratch: Path) -> dict[
     Built from the same public functions, in the same order, as the release job
     (``pipelines.job``): read, clean, encode, bound, aggregate, select and noise.
     """
-    plan = build_plan(bench_config(table, scratch / "releases"))
-    cleaned = clean_rows(read_input(spark, plan.config), plan)
+    config = bench_config(table, scratch / "releases")
+    plan = build_plan(config)
+    cleaned = clean_rows(read_input(spark, config), plan)
     # One row per kept input row, then one per partition, then one per released partition.
     bounded = bound_contributions(select_encoded(cleaned, plan), plan, BoundingSalt.fresh())
     aggregated = aggregate_partitions(bounded, plan)
@@ -424,12 +425,31 @@ def stage_breakdown(
     return wall, task
 
 
+def sorts_of_row_grain_data(physical: str) -> list[str]:
+    """Sort nodes of a physical plan string with no aggregate below them (they sort rows)."""
+    lines = physical.splitlines()
+    depth = [len(line) - len(line.lstrip(" :+-")) for line in lines]
+    row_grain = []
+    for index, line in enumerate(lines):
+        if "Sort [" not in line:
+            continue
+        below = []
+        for other in range(index + 1, len(lines)):
+            if depth[other] <= depth[index]:
+                break
+            below.append(lines[other])
+        if not any("HashAggregate" in b for b in below):
+            row_grain.append(line)
+    return row_grain
+
+
 def plan_shape(frame: DataFrame) -> dict[str, int]:
     """Shuffles, sorts and window-group limits in a frame's physical plan (before AQE)."""
     physical = str(frame._jdf.queryExecution().executedPlan().toString())
     return {
         "shuffles": len(re.findall(r"Exchange hashpartitioning", physical)),
         "sorts": len(re.findall(r"\bSort \[", physical)),
+        "sorts_of_rows": len(sorts_of_row_grain_data(physical)),
         "window_group_limits": len(re.findall(r"WindowGroupLimit", physical)),
         "decimal_sums": len(re.findall(r"sum\([^)]*decimal", physical, flags=re.IGNORECASE)),
     }

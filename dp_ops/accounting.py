@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from dp_ops.calibration import epsilon_for_rho, float_up
+from dp_ops.checks import check_nonnegative
 
 __all__ = [
     "MECHANISMS",
@@ -33,11 +34,6 @@ MECHANISMS = frozenset(
         "gaussian_threshold",
     }
 )
-
-
-def _check_nonnegative(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
 def _format(value: float) -> str:
@@ -77,14 +73,14 @@ class MechanismSpend:
             raise ValueError(
                 f"unknown mechanism {self.mechanism!r}; expected one of {sorted(MECHANISMS)}"
             )
-        _check_nonnegative("epsilon", self.epsilon)
-        _check_nonnegative("delta", self.delta)
+        check_nonnegative("epsilon", self.epsilon)
+        check_nonnegative("delta", self.delta)
         if self.delta >= 1:
             raise ValueError(f"delta must be < 1, got {self.delta!r}")
         for field_name in ("rho", "l1_sensitivity", "l2_sensitivity", "noise_scale"):
             value = getattr(self, field_name)
             if value is not None:
-                _check_nonnegative(field_name, value)
+                check_nonnegative(field_name, value)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view, all fields (None for absent parts)."""
@@ -130,6 +126,22 @@ class Composition:
         }
 
 
+_PARALLEL = (
+    "Parallel composition across partitions: one privacy unit touches at most L0 "
+    "partitions, and every sensitivity and per-partition selection budget above "
+    "already carries that L0 factor."
+)
+
+
+def _unique_names(spends: Sequence[MechanismSpend]) -> list[str]:
+    """The spends' names, refusing a name used twice."""
+    names = [spend.name for spend in spends]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate spend names: {duplicates}")
+    return names
+
+
 def compose(spends: Sequence[MechanismSpend], conversion_delta: float = 0.0) -> Composition:
     """Sequential composition of the spends of one release.
 
@@ -142,12 +154,9 @@ def compose(spends: Sequence[MechanismSpend], conversion_delta: float = 0.0) -> 
     whose rational shares add up to epsilon = 1 composes to exactly 1.0, never below the
     exact spend (docs/privacy.md §8).
     """
-    _check_nonnegative("conversion_delta", conversion_delta)
+    check_nonnegative("conversion_delta", conversion_delta)
     spends = tuple(spends)
-    names = [spend.name for spend in spends]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate spend names: {duplicates}")
+    names = _unique_names(spends)
     exact_pure_epsilon = sum((spend.epsilon_rational for spend in spends), Fraction(0))
     exact_pure_delta = sum((Fraction(spend.delta) for spend in spends), Fraction(0))
     pure_epsilon, pure_delta = float_up(exact_pure_epsilon), float_up(exact_pure_delta)
@@ -180,11 +189,7 @@ def compose(spends: Sequence[MechanismSpend], conversion_delta: float = 0.0) -> 
     delta = float_up(exact_pure_delta + Fraction(conversion_delta))
     if delta >= 1:
         raise ValueError(f"total delta {delta!r} is >= 1: no guarantee")
-    parts.append(
-        "Parallel composition across partitions: one privacy unit touches at most L0 "
-        "partitions, and every sensitivity and per-partition selection budget above "
-        "already carries that L0 factor."
-    )
+    parts.append(_PARALLEL)
     parts.append(
         f"Total: (ε={_format(epsilon)}, δ={_format(delta)})-DP, neighbours differ by adding "
         "or removing all rows of one privacy unit."
@@ -216,8 +221,8 @@ def group_privacy_table(
 
     Delta is capped at 1 (where the bound says nothing).
     """
-    _check_nonnegative("epsilon", epsilon)
-    _check_nonnegative("delta", delta)
+    check_nonnegative("epsilon", epsilon)
+    check_nonnegative("delta", delta)
     rows = []
     for size in group_sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:

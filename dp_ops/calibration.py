@@ -8,10 +8,11 @@ the guarantee actually delivered is never weaker than the one requested.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
+from dp_ops.checks import check_delta, check_positive, check_positive_int
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace
 
 __all__ = [
@@ -40,21 +41,6 @@ NOISE_PARAMETER_DENOMINATOR = 2**20
 _BISECTION_STEPS = 200
 
 
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _check_positive_finite(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-
-
-def _check_delta(delta: float) -> None:
-    if not (isinstance(delta, int | float) and math.isfinite(delta) and 0 < delta < 1):
-        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-
-
 def _round_up(value: Fraction) -> Fraction:
     """``value`` itself when its denominator is at most NOISE_PARAMETER_DENOMINATOR (an exact
     share such as 10/3 stays exact), else the smallest multiple of 1/NOISE_PARAMETER_DENOMINATOR
@@ -78,8 +64,8 @@ class ContributionBounds:
     max_rows_per_unit_per_partition: int
 
     def __post_init__(self) -> None:
-        _check_positive_int("max_partitions_per_unit", self.max_partitions_per_unit)
-        _check_positive_int("max_rows_per_unit_per_partition", self.max_rows_per_unit_per_partition)
+        check_positive_int("max_partitions_per_unit", self.max_partitions_per_unit)
+        check_positive_int("max_rows_per_unit_per_partition", self.max_rows_per_unit_per_partition)
 
 
 @dataclass(frozen=True)
@@ -94,8 +80,8 @@ class Sensitivity:
     per_partition: int
 
     def __post_init__(self) -> None:
-        _check_positive_int("max_partitions_per_unit", self.max_partitions_per_unit)
-        _check_positive_int("per_partition", self.per_partition)
+        check_positive_int("max_partitions_per_unit", self.max_partitions_per_unit)
+        check_positive_int("per_partition", self.per_partition)
 
     @property
     def l1(self) -> int:
@@ -130,7 +116,7 @@ def privacy_id_count_sensitivity(bounds: ContributionBounds) -> Sensitivity:
 
 def sum_sensitivity(bounds: ContributionBounds, max_abs_units: int) -> Sensitivity:
     """SUM of grid values with |value| <= max_abs_units (M): Linf·M in each of L0 partitions."""
-    _check_positive_int("max_abs_units", max_abs_units)
+    check_positive_int("max_abs_units", max_abs_units)
     return sensitivity_for_partition_bound(
         bounds, bounds.max_rows_per_unit_per_partition * max_abs_units
     )
@@ -143,7 +129,7 @@ def laplace_for_epsilon(sensitivity: Sensitivity, epsilon: float | Fraction) -> 
     kept exact when its denominator is at most 2**20, else rounded UP to a multiple of
     2**-20, so l1/scale <= epsilon always (docs/privacy.md §8).
     """
-    _check_positive_finite("epsilon", float(epsilon))
+    check_positive("epsilon", float(epsilon))
     return DiscreteLaplace(_round_up(Fraction(sensitivity.l1) / Fraction(epsilon)))
 
 
@@ -153,7 +139,7 @@ def gaussian_for_rho(sensitivity: Sensitivity, rho: float) -> DiscreteGaussian:
     sigma² = l2_squared/(2·rho), exact rational, kept when its denominator is at most
     2**20, else rounded UP to a multiple of 2**-20, so l2_squared/(2·sigma²) <= rho always.
     """
-    _check_positive_finite("rho", rho)
+    check_positive("rho", rho)
     return DiscreteGaussian(_round_up(Fraction(sensitivity.l2_squared) / (2 * Fraction(rho))))
 
 
@@ -204,6 +190,22 @@ def delta_for_rho(rho: float, epsilon: float) -> float:
     return 1.0 if log_delta >= 0 else math.exp(log_delta)
 
 
+def _bisect(lo: float, hi: float, low_side: Callable[[float], bool]) -> tuple[float, float]:
+    """Narrow [lo, hi] to about 1e-13 relative around where ``low_side`` turns false.
+
+    ``low_side`` holds at ``lo`` and fails at ``hi``, and both stay so.
+    """
+    for _ in range(_BISECTION_STEPS):
+        if hi - lo <= 1e-13 * hi:
+            break
+        mid = (lo + hi) / 2.0
+        if low_side(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
 def epsilon_for_rho(rho: float, delta: float) -> float:
     """Smallest epsilon (to ~1e-12 relative, rounded up) with delta_for_rho(rho, epsilon) <= delta.
 
@@ -211,21 +213,13 @@ def epsilon_for_rho(rho: float, delta: float) -> float:
     """
     if not (math.isfinite(rho) and rho >= 0):
         raise ValueError(f"rho must be finite and >= 0, got {rho!r}")
-    _check_delta(delta)
+    check_delta("delta", delta)
     if delta_for_rho(rho, 0.0) <= delta:
         return 0.0
     lo, hi = 0.0, max(1e-12, rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)))
     while delta_for_rho(rho, hi) > delta:
         lo, hi = hi, 2.0 * hi
-    for _ in range(_BISECTION_STEPS):
-        if hi - lo <= 1e-13 * hi:
-            break
-        mid = (lo + hi) / 2.0
-        if delta_for_rho(rho, mid) <= delta:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return _bisect(lo, hi, lambda epsilon: delta_for_rho(rho, epsilon) > delta)[1]
 
 
 def rho_for_epsilon_delta(epsilon: float, delta: float) -> float:
@@ -233,19 +227,12 @@ def rho_for_epsilon_delta(epsilon: float, delta: float) -> float:
 
     The returned rho always satisfies delta_for_rho(rho, epsilon) <= delta.
     """
-    _check_positive_finite("epsilon", epsilon)
-    _check_delta(delta)
+    check_positive("epsilon", epsilon)
+    check_delta("delta", delta)
     lo, hi = 0.0, epsilon
     while delta_for_rho(hi, epsilon) <= delta:
         lo, hi = hi, 2.0 * hi
-    for _ in range(_BISECTION_STEPS):
-        if hi - lo <= 1e-13 * hi:
-            break
-        mid = (lo + hi) / 2.0
-        if delta_for_rho(mid, epsilon) <= delta:
-            lo = mid
-        else:
-            hi = mid
+    lo, _ = _bisect(lo, hi, lambda rho: delta_for_rho(rho, epsilon) <= delta)
     if lo == 0.0:
         raise ValueError(f"no rho > 0 reaches (epsilon={epsilon!r}, delta={delta!r})")
     return lo

@@ -142,7 +142,8 @@ def _random_fields(
     return np.bitwise_and(fields64, np.uint64((1 << width) - 1), out=fields64)
 
 
-def _check_size(size: int) -> int:
+def check_size(size: object) -> int:
+    """``size`` as an int: an integer >= 0 (numpy integers accepted, booleans refused)."""
     if isinstance(size, bool) or not isinstance(size, int | np.integer):
         raise TypeError(f"size must be an integer, got {type(size).__name__}")
     if size < 0:
@@ -206,7 +207,7 @@ def uniform_below(
     are masked to the next power of two and out-of-range values are rejected and redrawn
     (no modulo bias); ``bound == 1`` gives zeros without drawing.
     """
-    size = _check_size(size)
+    size = check_size(size)
     if isinstance(bound, np.ndarray):
         return _uniform_below_array(bits, np.asarray(bound, dtype=np.int64), size)
     if isinstance(bound, bool) or not isinstance(bound, int | np.integer):

@@ -39,14 +39,20 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
 
 
-def _smallest_nonnegative(predicate: Callable[[int], bool]) -> int:
-    """Smallest h >= 0 with predicate(h) true, for a predicate monotone in h."""
+def smallest_integer(predicate: Callable[[int], bool]) -> int:
+    """Smallest integer s with predicate(s) true, for a predicate monotone (false→true) in s."""
     if predicate(0):
-        return 0
-    hi = 1
-    while not predicate(hi):
-        hi *= 2
-    lo = hi // 2  # predicate(lo) is false
+        hi, step = 0, 1
+        while predicate(hi - step):
+            hi -= step
+            step *= 2
+        lo = hi - step  # predicate(lo) is false
+    else:
+        lo, step = 0, 1
+        while not predicate(lo + step):
+            lo += step
+            step *= 2
+        hi = lo + step  # predicate(hi) is true
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if predicate(mid):
@@ -54,6 +60,18 @@ def _smallest_nonnegative(predicate: Callable[[int], bool]) -> int:
         else:
             lo = mid
     return hi
+
+
+def _smallest_nonnegative(predicate: Callable[[int], bool]) -> int:
+    """Smallest h >= 0 with predicate(h) true, for a predicate monotone in h."""
+    return 0 if predicate(0) else smallest_integer(predicate)
+
+
+def _positive_fraction(value: Fraction, name: str) -> Fraction:
+    exact = Fraction(value)
+    if exact <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return exact
 
 
 @dataclass(frozen=True)
@@ -68,10 +86,7 @@ class DiscreteLaplace:
     kind: ClassVar[str] = "discrete_laplace"
 
     def __post_init__(self) -> None:
-        scale = Fraction(self.scale)
-        if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {self.scale!r}")
-        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "scale", _positive_fraction(self.scale, "scale"))
 
     @property
     def _t(self) -> float:
@@ -133,10 +148,8 @@ class DiscreteGaussian:
     kind: ClassVar[str] = "discrete_gaussian"
 
     def __post_init__(self) -> None:
-        sigma_squared = Fraction(self.sigma_squared)
-        if sigma_squared <= 0:
-            raise ValueError(f"sigma_squared must be > 0, got {self.sigma_squared!r}")
-        object.__setattr__(self, "sigma_squared", sigma_squared)
+        exact = _positive_fraction(self.sigma_squared, "sigma_squared")
+        object.__setattr__(self, "sigma_squared", exact)
 
     @property
     def sigma(self) -> float:

@@ -10,39 +10,25 @@ selection goes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
 
-from dp_ops.accounting import MechanismSpend
-from dp_ops.calibration import (
-    Sensitivity,
-    gaussian_for_rho,
-    laplace_for_epsilon,
-    rho_for_epsilon_delta,
-)
-from dp_ops.noise import DiscreteGaussian, DiscreteLaplace
+from dp_ops.checks import check_delta, check_positive, check_positive_int
+from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, smallest_integer
 
 __all__ = [
     "MAX_KEEP_TABLE_LENGTH",
     "MIN_KEEP_TABLE_DELTA",
-    "GaussianThresholdSelection",
-    "LaplaceThresholdSelection",
-    "SelectionRule",
-    "TruncatedGeometricSelection",
     "gaussian_threshold",
     "keep_probabilities",
-    "keep_probability_for_units",
     "keep_table_length_lower_bound",
     "laplace_threshold",
+    "noise_threshold",
     "per_partition_budget",
     "truncated_geometric_keep_table",
 ]
 
-SPEND_NAME = "selection"
 #: Longest keep table built, its min_units − 1 leading zeros included (it has about
 #: 2·ln(ε_p/(2δ_p))/ε_p entries, see keep_table_length_lower_bound). Certifying an entry
 #: takes about 1 µs and the table ships inside the noise step (about 9 bytes an entry when
@@ -55,28 +41,13 @@ MIN_KEEP_TABLE_DELTA = 1e-15
 _THRESHOLD_MARGIN = 1e-9
 
 
-def _check_epsilon(epsilon: float) -> None:
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f"epsilon must be finite and > 0, got {epsilon!r}")
-
-
-def _check_delta(delta: float) -> None:
-    if not (math.isfinite(delta) and 0 < delta < 1):
-        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def per_partition_budget(
     epsilon: float, delta: float, max_partitions_per_unit: int
 ) -> tuple[float, float]:
     """(ε/L0, δ/L0): spending this on each of a unit's <= L0 partitions costs (ε, δ) in total."""
-    _check_epsilon(epsilon)
-    _check_delta(delta)
-    _check_positive_int("max_partitions_per_unit", max_partitions_per_unit)
+    check_positive("epsilon", epsilon)
+    check_delta("delta", delta)
+    check_positive_int("max_partitions_per_unit", max_partitions_per_unit)
     return epsilon / max_partitions_per_unit, delta / max_partitions_per_unit
 
 
@@ -117,10 +88,10 @@ def keep_table_length_lower_bound(epsilon_p: float, delta_p: float, min_units: i
     1/2 takes at least L more. The stored table (rounded down) grows no faster. Lets a
     caller refuse a table far over MAX_KEEP_TABLE_LENGTH without building it.
     """
-    _check_epsilon(epsilon_p)
+    check_positive("epsilon_p", epsilon_p)
     if not (math.isfinite(delta_p) and 0 < delta_p < 1):
         raise ValueError(f"delta_p must be in (0, 1), got {delta_p!r}")
-    _check_positive_int("min_units", min_units)
+    check_positive_int("min_units", min_units)
     # log(e^ε − 1) without overflow, then log(1 + e^a) for a = log((e^ε − 1)/(2δ)).
     log_growth = (
         math.log(math.expm1(epsilon_p))
@@ -155,12 +126,12 @@ def truncated_geometric_keep_table(
     changes by at most 1 when n does: π_m is π_1 applied to a sensitivity-1 count, and
     the inequalities of π_1 therefore hold between every n−1 and n.
     """
-    _check_epsilon(epsilon_p)
+    check_positive("epsilon_p", epsilon_p)
     if epsilon_p > _MAX_EPSILON_P:
         raise ValueError(f"epsilon_p must be <= {_MAX_EPSILON_P}, got {epsilon_p!r}")
     if not (math.isfinite(delta_p) and MIN_KEEP_TABLE_DELTA <= delta_p < 1):
         raise ValueError(f"delta_p must be in [{MIN_KEEP_TABLE_DELTA}, 1), got {delta_p!r}")
-    _check_positive_int("min_units", min_units)
+    check_positive_int("min_units", min_units)
     too_long = ValueError(
         f"keep table for epsilon_p={epsilon_p!r}, delta_p={delta_p!r}, min_units={min_units} "
         f"is longer than {MAX_KEEP_TABLE_LENGTH:,} entries (MAX_KEEP_TABLE_LENGTH)"
@@ -212,35 +183,16 @@ def keep_probabilities(
     return result
 
 
-def _smallest_integer(predicate: Callable[[int], bool]) -> int:
-    """Smallest integer s with predicate(s) true, for a predicate monotone (false→true) in s."""
-    if predicate(0):
-        hi, step = 0, 1
-        while predicate(hi - step):
-            hi -= step
-            step *= 2
-        lo = hi - step  # predicate(lo) is false
-    else:
-        lo, step = 0, 1
-        while not predicate(lo + step):
-            lo += step
-            step *= 2
-        hi = lo + step  # predicate(hi) is true
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if predicate(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-def _threshold(noise: DiscreteLaplace | DiscreteGaussian, delta_p: float, min_units: int) -> int:
-    _check_delta(delta_p)
-    _check_positive_int("min_units", min_units)
+def noise_threshold(
+    noise: DiscreteLaplace | DiscreteGaussian, delta_p: float, min_units: int = 1
+) -> int:
+    """Threshold T for noisy unit counts: the smallest integer with P(1 + X >= T) <= δ_p,
+    raised by min_units − 1 (docs/privacy.md §6)."""
+    check_delta("delta_p", delta_p)
+    check_positive_int("min_units", min_units)
     target = delta_p * (1.0 - _THRESHOLD_MARGIN)
     # P(1 + X >= T) = P(X >= T − 1)
-    smallest = _smallest_integer(lambda threshold: noise.upper_tail(threshold - 1) <= target)
+    smallest = smallest_integer(lambda threshold: noise.upper_tail(threshold - 1) <= target)
     return smallest + (min_units - 1)
 
 
@@ -252,187 +204,9 @@ def laplace_threshold(noise: DiscreteLaplace, delta_p: float, min_units: int = 1
     makes present (n = 1) is then kept with probability <= δ_p; shifting T up only
     lowers that probability.
     """
-    return _threshold(noise, delta_p, min_units)
+    return noise_threshold(noise, delta_p, min_units)
 
 
 def gaussian_threshold(noise: DiscreteGaussian, delta_p: float, min_units: int = 1) -> int:
     """Same as laplace_threshold with the discrete Gaussian tail (summed pmf)."""
-    return _threshold(noise, delta_p, min_units)
-
-
-def _check_rule(epsilon: float, delta: float, max_partitions_per_unit: int, min_units: int) -> None:
-    _check_epsilon(epsilon)
-    _check_delta(delta)
-    _check_positive_int("max_partitions_per_unit", max_partitions_per_unit)
-    _check_positive_int("min_units", min_units)
-
-
-@dataclass(frozen=True)
-class TruncatedGeometricSelection:
-    """Truncated geometric selection (optimal; the default): (ε, δ)-DP over all partitions.
-
-    Each partition is kept with probability π(n) from the (ε/L0, δ/L0) keep table.
-    It releases nothing else.
-    """
-
-    epsilon: float
-    delta: float
-    max_partitions_per_unit: int
-    min_units: int = 1
-
-    def __post_init__(self) -> None:
-        _check_rule(self.epsilon, self.delta, self.max_partitions_per_unit, self.min_units)
-
-    @property
-    def epsilon_p(self) -> float:
-        """Per-partition ε: ε/L0."""
-        return self.epsilon / self.max_partitions_per_unit
-
-    @property
-    def delta_p(self) -> float:
-        """Per-partition δ: δ/L0."""
-        return self.delta / self.max_partitions_per_unit
-
-    @cached_property
-    def table(self) -> NDArray[np.float64]:
-        """Keep probability by unit count n (see truncated_geometric_keep_table)."""
-        table = truncated_geometric_keep_table(self.epsilon_p, self.delta_p, self.min_units)
-        table.setflags(write=False)
-        return table
-
-    def keep_probability(self, n: int) -> float:
-        """P(keep | n units)."""
-        return float(keep_probabilities(self.table, np.asarray([n], dtype=np.int64))[0])
-
-    def spend(self) -> MechanismSpend:
-        """(ε, δ) for the whole selection."""
-        return MechanismSpend(
-            name=SPEND_NAME,
-            mechanism="truncated_geometric",
-            epsilon=self.epsilon,
-            delta=self.delta,
-            l1_sensitivity=float(self.max_partitions_per_unit),
-        )
-
-
-@dataclass(frozen=True)
-class LaplaceThresholdSelection:
-    """Laplace thresholding: keep iff n + X >= T, X discrete Laplace of scale L0/ε (unit counts).
-
-    The noisy count is ε-DP (L1 sensitivity L0); a partition only one dataset has is
-    kept with probability <= δ/L0, at most L0 such partitions: (ε, δ)-DP in total.
-    The noisy n + X may be released as PRIVACY_ID_COUNT at no extra cost.
-    """
-
-    epsilon: float
-    delta: float
-    max_partitions_per_unit: int
-    min_units: int = 1
-
-    def __post_init__(self) -> None:
-        _check_rule(self.epsilon, self.delta, self.max_partitions_per_unit, self.min_units)
-
-    @property
-    def epsilon_p(self) -> float:
-        """Per-partition ε: ε/L0."""
-        return self.epsilon / self.max_partitions_per_unit
-
-    @property
-    def delta_p(self) -> float:
-        """Per-partition δ: δ/L0."""
-        return self.delta / self.max_partitions_per_unit
-
-    @cached_property
-    def noise(self) -> DiscreteLaplace:
-        """Discrete Laplace with scale L0/ε rounded up (unit counts)."""
-        return laplace_for_epsilon(Sensitivity(self.max_partitions_per_unit, 1), self.epsilon)
-
-    @cached_property
-    def threshold(self) -> int:
-        """Integer T: keep iff n + X >= T."""
-        return laplace_threshold(self.noise, self.delta_p, self.min_units)
-
-    def keep_probability(self, n: int) -> float:
-        """P(keep | n units) = P(X >= T − n); 0 for n <= 0 (the key is not in the data)."""
-        if n <= 0:
-            return 0.0
-        return self.noise.upper_tail(self.threshold - n)
-
-    def spend(self) -> MechanismSpend:
-        """(ε, δ) for the whole selection."""
-        return MechanismSpend(
-            name=SPEND_NAME,
-            mechanism="laplace_threshold",
-            epsilon=self.epsilon,
-            delta=self.delta,
-            l1_sensitivity=float(self.max_partitions_per_unit),
-            noise_scale=float(self.noise.scale),
-        )
-
-
-@dataclass(frozen=True)
-class GaussianThresholdSelection:
-    """Gaussian thresholding: keep iff n + X >= T, X discrete Gaussian (unit counts).
-
-    σ is calibrated to (ε, δ/2) for L2 sensitivity √L0 through the tight zCDP
-    conversion; T keeps a one-unit partition with probability <= (δ/2)/L0, at most L0
-    of them: (ε, δ)-DP in total. The noisy n + X may be released as PRIVACY_ID_COUNT.
-    """
-
-    epsilon: float
-    delta: float
-    max_partitions_per_unit: int
-    min_units: int = 1
-
-    def __post_init__(self) -> None:
-        _check_rule(self.epsilon, self.delta, self.max_partitions_per_unit, self.min_units)
-
-    @property
-    def epsilon_p(self) -> float:
-        """ε/L0, for display only: the Gaussian noise is calibrated jointly over L0 partitions."""
-        return self.epsilon / self.max_partitions_per_unit
-
-    @property
-    def delta_p(self) -> float:
-        """Per-partition δ of the threshold: (δ/2)/L0."""
-        return (self.delta / 2.0) / self.max_partitions_per_unit
-
-    @cached_property
-    def rho(self) -> float:
-        """zCDP parameter of the noisy counts: largest ρ that converts to (ε, δ/2)."""
-        return rho_for_epsilon_delta(self.epsilon, self.delta / 2.0)
-
-    @cached_property
-    def noise(self) -> DiscreteGaussian:
-        """Discrete Gaussian with σ² = L0/(2ρ) rounded up (unit counts)."""
-        return gaussian_for_rho(Sensitivity(self.max_partitions_per_unit, 1), self.rho)
-
-    @cached_property
-    def threshold(self) -> int:
-        """Integer T: keep iff n + X >= T."""
-        return gaussian_threshold(self.noise, self.delta_p, self.min_units)
-
-    def keep_probability(self, n: int) -> float:
-        """P(keep | n units) = P(X >= T − n); 0 for n <= 0 (the key is not in the data)."""
-        if n <= 0:
-            return 0.0
-        return self.noise.upper_tail(self.threshold - n)
-
-    def spend(self) -> MechanismSpend:
-        """(ε, δ) for the whole selection (ε and δ/2 from the noise, δ/2 from the threshold)."""
-        return MechanismSpend(
-            name=SPEND_NAME,
-            mechanism="gaussian_threshold",
-            epsilon=self.epsilon,
-            delta=self.delta,
-            l2_sensitivity=math.sqrt(self.max_partitions_per_unit),
-            noise_scale=self.noise.sigma,
-        )
-
-
-SelectionRule = TruncatedGeometricSelection | LaplaceThresholdSelection | GaussianThresholdSelection
-
-
-def keep_probability_for_units(rule: SelectionRule, n: int) -> float:
-    """P(keep | n distinct units after bounding) under the rule (for plan printing)."""
-    return rule.keep_probability(n)
+    return noise_threshold(noise, delta_p, min_units)

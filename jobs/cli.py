@@ -1,4 +1,4 @@
-"""The `dprelease` command line: run, plan, show, verify, schema.
+"""The `dprelease` command line: run, plan, show, export, verify, schema, ledger, registry.
 
 Contract for orchestrators: logs go to stderr; `run` prints one JSON summary line on
 stdout; the exit code says what happened (see ``ExitCode``). No option reaches a test
@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobs.ledger_commands import add_ledger_parser, command_ledger
+from jobs.registry_commands import add_registry_parser, command_registry
 from jobs.show_commands import add_show_parsers, command_export, command_plan, command_show
 from pipelines.config import ConfigError, config_json_schema, load_config
 from pipelines.errors import RETRY_ADVICE, DprError, ExitCode, Terminated
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("schema", help="print the JSON Schema of job configs")
     add_ledger_parser(sub)
+    add_registry_parser(sub)
     return parser
 
 
@@ -186,6 +188,7 @@ def _command_schema(_: argparse.Namespace) -> ExitCode:
 
 COMMANDS = {
     "ledger": command_ledger,
+    "registry": command_registry,
     "plan": command_plan,
     "show": command_show,
     "export": command_export,

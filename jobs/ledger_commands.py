@@ -1,8 +1,8 @@
 """`dprelease ledger show|export|set-lifetime`: the budget ledger of a job's dataset.
 
-Invariant: these commands read the ledger or append to it through ``SqliteLedger``
-(``set-lifetime`` is the only way to change a pinned lifetime, and it is recorded);
-they never read private data.
+Invariant: these commands read the ledger or append to it through its ``LedgerStore``
+(SQLite file or PostgreSQL server; ``set-lifetime`` is the only way to change a pinned
+lifetime, and it is recorded); they never read private data.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from pipelines.config import ConfigError, JobConfig, load_config
 from pipelines.errors import ExitCode
-from pipelines.ledger import SqliteLedger, export_entries
+from pipelines.ledger import LedgerStore, export_entries
 
 
 def add_ledger_parser(sub: Any) -> None:
@@ -44,10 +44,11 @@ def add_ledger_parser(sub: Any) -> None:
     )
 
 
-def _open_ledger(config_path: str, *, create: bool = False) -> tuple[SqliteLedger, JobConfig]:
-    """The config's ledger; unless ``create``, a missing ledger file is a config error."""
+def _open_ledger(config_path: str, *, create: bool = False) -> tuple[LedgerStore, JobConfig]:
+    """The config's ledger; unless ``create``, a missing ledger file is a config error (a
+    server ledger's schema is created on first connection, so it is never missing)."""
     config = load_config(config_path)
-    if not create and not config.ledger_path.is_file():
+    if config.ledger.url is None and not create and not config.ledger_path.is_file():
         raise ConfigError(f"ledger.path: no ledger at {config.ledger_path} (no run charged yet)")
     from pipelines.integrity import open_ledger
 
@@ -71,7 +72,7 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
-def _ledger_show(ledger: SqliteLedger, config: JobConfig) -> None:
+def _ledger_show(ledger: LedgerStore, config: JobConfig) -> None:
     """The ledger's identity, the dataset's charges, its lifetime changes, then for each
     privacy unit its lifetime (pinned or not) and, last, its budget state as JSON."""
     from pipelines.ledger import dataset_name
@@ -79,7 +80,7 @@ def _ledger_show(ledger: SqliteLedger, config: JobConfig) -> None:
     dataset = dataset_name(config.ledger.dataset)
     entries = ledger.entries(dataset)
     print(
-        f"ledger {ledger.path}, dataset {dataset!r}, "
+        f"ledger {ledger.location}, dataset {dataset!r}, "
         f"identity {ledger.identity} (created {ledger.created_at})"
     )
     header = ("created_at", "run_id", "release", "data_period", "epsilon", "delta", "status")
@@ -108,7 +109,7 @@ def _amount(value: float | None) -> str:
     return "unpinned" if value is None else repr(value)
 
 
-def _show_lifetime_changes(ledger: SqliteLedger, dataset: str) -> set[str]:
+def _show_lifetime_changes(ledger: LedgerStore, dataset: str) -> set[str]:
     """The dataset's lifetime change history, oldest first; the privacy units it names."""
     changes = ledger.lifetime_changes(dataset)
     print(f"lifetime changes: {len(changes) or 'none'}")
@@ -130,7 +131,7 @@ def _show_lifetime_changes(ledger: SqliteLedger, dataset: str) -> set[str]:
     return {c.privacy_unit for c in changes}
 
 
-def _show_lifetime(ledger: SqliteLedger, config: JobConfig, dataset: str, unit: str) -> None:
+def _show_lifetime(ledger: LedgerStore, config: JobConfig, dataset: str, unit: str) -> None:
     """One line on the lifetime of (dataset, unit), then its state under that lifetime."""
     configured = (config.ledger.lifetime_budget.epsilon, config.ledger.lifetime_budget.delta)
     pinned = ledger.pinned_lifetime(dataset, unit)
@@ -175,6 +176,7 @@ def _ledger_set_lifetime(args: argparse.Namespace) -> ExitCode:
         actor = getpass.getuser()
     except Exception:  # no user name in the environment or the password database
         raise ConfigError("ledger set-lifetime: cannot tell the OS user name") from None
+    _check_lifetime_within_tier(load_config(args.config), args.epsilon, args.delta)
     ledger, config = _open_ledger(args.config, create=True)
     dataset, unit = dataset_name(config.ledger.dataset), config.privacy_unit.column
     before = ledger.pinned_lifetime(dataset, unit)
@@ -191,3 +193,32 @@ def _ledger_set_lifetime(args: argparse.Namespace) -> ExitCode:
     }
     print(json.dumps(change))
     return ExitCode.OK
+
+
+def _check_lifetime_within_tier(config: JobConfig, epsilon: float, delta: float) -> None:
+    """With ``ledger.policy`` set, a new lifetime must stay within the dataset's tier
+    caps (exit 8 otherwise): the policy binds set-lifetime as it binds runs."""
+    if config.ledger.policy is None:
+        return
+    from pipelines.errors import PolicyViolation
+    from pipelines.policy import load_policy
+
+    policy = load_policy(config.ledger.policy)
+    tier_name = policy.config.datasets.get(config.ledger.dataset)
+    if tier_name is None:
+        raise PolicyViolation(
+            f"policy {policy.path}: dataset {config.ledger.dataset!r} is bound to no tier"
+        )
+    tier = policy.config.tiers[tier_name]
+    over = [
+        f"{rule}: --{name} is {value!r}, the tier allows at most {cap!r}"
+        for rule, name, value, cap in (
+            ("max_lifetime_epsilon", "epsilon", epsilon, tier.max_lifetime_epsilon),
+            ("max_lifetime_delta", "delta", delta, tier.max_lifetime_delta),
+        )
+        if value > cap
+    ]
+    if over:
+        raise PolicyViolation(
+            f"policy tier {tier_name!r} refuses the lifetime: {'; '.join(over)}; nothing changed"
+        )

@@ -19,7 +19,8 @@ from pipelines.accuracy import plan_report, with_budget
 from pipelines.config import ConfigError, load_config
 from pipelines.display import format_budget
 from pipelines.errors import ExitCode
-from pipelines.plan import build_plan, describe_plan
+from pipelines.plan import build_plan
+from pipelines.plan_description import describe_plan
 from pipelines.release import published_versions, read_manifest
 from pipelines.release_table import ReleasedTable, read_released
 
@@ -68,15 +69,20 @@ def command_plan(args: argparse.Namespace) -> ExitCode:
     """Print the plan with its accuracy report, or refuse it (exit 2) exactly as `run` would.
 
     ``build_plan`` makes every check that depends only on the config (noise limits, the
-    selection rule, the exact-arithmetic proof; docs/privacy.md §3, §5, §6), so this
-    needs no Spark session and never reads the ledger.
+    selection rule, the exact-arithmetic proof; docs/privacy.md §3, §5, §6) and
+    ``govern`` the policy tier's (exit 8; §12), so this needs no Spark session and never
+    reads the ledger.
     """
+    from pipelines.policy import govern
+
     config = load_config(args.config)
     if args.epsilon is not None:
         config = with_budget(config, args.epsilon, config.weights)
-    plan = describe_plan(build_plan(config))
-    plan["accuracy"] = plan_report(config, args.units)
-    print(json.dumps(plan, indent=2))
+    plan = build_plan(config)
+    govern(config, plan)
+    description = describe_plan(plan)
+    description["accuracy"] = plan_report(config, args.units)
+    print(json.dumps(description, indent=2))
     return ExitCode.OK
 
 

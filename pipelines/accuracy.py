@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dp_ops.accuracy import Accuracy, count_accuracy, mean_accuracy, sum_accuracy
-from dp_ops.selection import (
+from dp_ops.selection_rules import (
     GaussianThresholdSelection,
     LaplaceThresholdSelection,
     SelectionRule,
@@ -24,7 +24,9 @@ from dp_ops.selection import (
 )
 from pipelines.config import EPSILON_MAX, ConfigError, JobConfig
 from pipelines.config.accuracy import AccuracyConfig, AccuracyTarget
-from pipelines.plan import build_plan, describe_plan
+from pipelines.metric_kinds import MetricKind, kind_of
+from pipelines.plan import build_plan
+from pipelines.plan_description import describe_plan
 
 __all__ = [
     "MetricAccuracy",
@@ -36,7 +38,9 @@ __all__ = [
     "with_budget",
 ]
 
-PLANNED_METRICS = ("count", "privacy_id_count", "sum", "mean")
+# Part roles a planned metric may have: variance (a "squares" part) is not planned, its
+# noise depends on the mean.
+_PLANNED_ROLES = frozenset({"value", "count"})
 # The search for the smallest epsilon stops at this relative precision before rounding
 # the answer up to three significant digits.
 _SEARCH_PRECISION = 1e-4
@@ -72,6 +76,11 @@ def with_budget(config: JobConfig, epsilon: float, weights: Mapping[str, float])
     return JobConfig.model_validate(raw)
 
 
+def planned(kind: MetricKind) -> bool:
+    """True when accuracy planning covers the kind (counts, sums and means)."""
+    return all(part.role in _PLANNED_ROLES for part in kind.parts)
+
+
 def _settings(config: JobConfig) -> AccuracyConfig:
     return config.accuracy if config.accuracy is not None else AccuracyConfig()
 
@@ -82,23 +91,27 @@ def _metric_accuracy(
     """Expected accuracy of metric ``name`` at a partition of ``units`` units."""
     mechanisms = {m["name"]: m for m in described["mechanisms"]}
     metric = next(m for m in config.metrics if m.output_name == name)
+    kind = kind_of(metric.metric)
     linf = config.contribution_bounds.max_rows_per_unit_per_partition
     rows = units * min(_settings(config).rows_per_unit, linf)
-    if metric.metric in ("count", "privacy_id_count", "sum"):
-        own = mechanisms[name]
-        make = sum_accuracy if metric.metric == "sum" else count_accuracy
-        size = units if metric.metric == "privacy_id_count" else rows
-        assert metric.lower is not None or metric.metric != "sum"
+    parts = {part.role: part for part in kind.parts}
+    if kind.noise_is_absolute:  # one part: a count, a count of units, or a sum
+        own = mechanisms[parts["value"].mechanism(name)]
+        make = sum_accuracy if kind.measured else count_accuracy
+        size = units if parts["value"].per_unit else rows
+        assert metric.lower is not None or not kind.measured
         magnitude = max(abs(metric.lower or 0.0), abs(metric.upper or 0.0))
-        reference = float(size) * (magnitude if metric.metric == "sum" else 1.0)
+        reference = float(size) * (magnitude if kind.measured else 1.0)
         return MetricAccuracy(
             name, metric.metric, units, rows, make(own["std"], own["ci_half_width"]), reference
         )
     assert metric.lower is not None and metric.upper is not None
-    numerator = mechanisms[f"{name}.normalized_sum"]
-    count_name = f"{name}.count"
+    numerator = mechanisms[parts["value"].mechanism(name)]
+    count_name = parts["count"].mechanism(name)
     if count_name not in mechanisms:  # the release's count serves as the denominator
-        count_name = next(m.output_name for m in config.metrics if m.metric == "count")
+        count_name = next(
+            m.output_name for m in config.metrics if kind_of(m.metric).serves_as_count
+        )
     counter = mechanisms[count_name]
     accuracy = mean_accuracy(
         rows,
@@ -107,7 +120,7 @@ def _metric_accuracy(
         counter["std"],
         counter["ci_half_width"],
     )
-    return MetricAccuracy(name, "mean", units, rows, accuracy, metric.upper - metric.lower)
+    return MetricAccuracy(name, metric.metric, units, rows, accuracy, metric.upper - metric.lower)
 
 
 def expected_accuracy(
@@ -120,7 +133,7 @@ def expected_accuracy(
     return {
         m.output_name: [_metric_accuracy(config, described, m.output_name, n) for n in sizes]
         for m in config.metrics
-        if m.metric in PLANNED_METRICS
+        if planned(kind_of(m.metric))
     }
 
 
@@ -138,7 +151,7 @@ def _check_targets(config: JobConfig, targets: list[AccuracyTarget]) -> None:
         field = f"accuracy.targets[{index}].metric"
         if target.metric not in kinds:
             raise ConfigError(f"{field}: {target.metric!r} is not a metric of this job")
-        if kinds[target.metric] not in PLANNED_METRICS:
+        if not planned(kind_of(kinds[target.metric])):
             raise ConfigError(f"{field}: targets on {kinds[target.metric]} are not supported")
 
 

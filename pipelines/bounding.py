@@ -1,27 +1,44 @@
-"""Contribution bounding on Spark: clean, clamp and encode, then sample per unit.
+"""Contribution bounding on Spark, aggregate first: cells, bounded cells, at most L0 per unit.
 
-Invariant after ``bound_contributions``: each privacy unit has rows in at most L0
-partitions and at most Linf rows in each; every measured value is an integer number of
-grid units inside its encoding's [lo_units, hi_units]. The rows a unit keeps depend only
-on that unit's own rows and a per-run secret salt, never on other units' data.
+Invariant after ``bound_contributions``: one row per kept (unit, partition) cell; each unit
+keeps at most L0 cells, a uniform sample ranked by a keyed hash of (salt, unit, key); each
+cell carries its bounded contribution to every aggregate, which lies inside the
+per-partition bound its metric kind declares (docs/privacy.md §4): COUNT c = min(n, Linf),
+SUM the cell's total clamped to [c·lower, c·upper], MEAN's and VARIANCE's centred sums
+scaled by c/n with integer rounding toward zero. A cell's contribution is a function of
+that unit's own rows only, and the sample of a function of them and the per-run salt.
+
+No sort of row-grain data: rows are shuffled once, by unit, and reduced to cells by a hash
+aggregate; the L0 sample ranks cells (cell grain) within each unit's Spark partition.
+Every per-cell sum is an exact integer: a sum of non-negative long terms by ``try_sum``,
+so no overflow can raise, whatever order Spark adds the rows in; a cell of at most Linf
+rows never leaves the long range (``check_exact_arithmetic``), and a larger cell whose sum
+does (millions of one unit's rows in one partition) is null and contributes a fixed
+value of its allowed range, still a function of that unit's rows only. Scaling by c/n is
+exact decimal(38,0) arithmetic with integer division toward zero.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines.plan import Encoding, ReleasePlan
+from pipelines.derivation import Encoding
+from pipelines.metric_kinds import ROWS
+from pipelines.plan import ReleasePlan
 from pipelines.source import column
 
 UNIT = "__unit"
-PARTITION_RANK = "__partition_rank"
-PARTITION_HASH = "__partition_hash"
-ROW_RANK = "__row_rank"
+CELL_ROWS = "__cell_rows"  # n: the cell's row count before bounding
+CELL_HASH = "__cell_hash"
+CELL_RANK = "__cell_rank"
+EXACT = T.DecimalType(38, 0)
+LONG_LIMIT = 2**63 - 1
 
 
 def encoded_column(metric_name: str) -> str:
@@ -33,7 +50,7 @@ def encoded_columns(plan: ReleasePlan) -> dict[str, str]:
     """Each measured metric's encoded column; metrics with equal encodings share one.
 
     Sum and mean of one column with the same bounds and grid are the same integers, so
-    they are encoded, shuffled, hashed and sorted once, under the first metric's name.
+    they are encoded, shuffled and summed once, under the first metric's name.
     """
     first: dict[Encoding, str] = {}
     return {
@@ -47,7 +64,7 @@ class BoundingSalt:
     """A per-run secret from the OS CSPRNG that keys the sampling hashes.
 
     Never logged, never written: it only makes the sample unpredictable and fixed for the run
-    (so a Spark recompute picks the same rows).
+    (so a Spark recompute picks the same cells).
     """
 
     value: str
@@ -61,24 +78,6 @@ class BoundingSalt:
         return "BoundingSalt(<secret>)"
 
 
-def invalid_row_condition(plan: ReleasePlan) -> Column:
-    """True for rows the invalid-values policy covers: null unit or key, null/NaN/Inf value."""
-    config = plan.config
-    condition = column(config.privacy_unit.column).isNull()
-    for name in config.partition_columns:
-        condition = condition | column(name).isNull()
-    for name in config.measured_columns:
-        value = column(name).cast(T.DoubleType())
-        condition = (
-            condition
-            | value.isNull()
-            | F.isnan(value)
-            | (value == F.lit(float("inf")))
-            | (value == F.lit(float("-inf")))
-        )
-    return condition
-
-
 def encode_value(name: str, encoding: Encoding) -> Column:
     """Clamp to [lower, upper], then round half-to-even to whole grid units (long)."""
     value = column(name).cast(T.DoubleType())
@@ -89,14 +88,13 @@ def encode_value(name: str, encoding: Encoding) -> Column:
 def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
     """Keep only what the release needs: unit, partition keys, one encoded column per metric.
 
-    Expects rows with no invalid values (see ``invalid_row_condition``).
+    Expects rows that meet the input contract (no null unit or key, finite values).
     """
-    config = plan.config
     columns = encoded_columns(plan)
     # One row per input row: unit, keys, one integer-encoded value per distinct encoding.
     return rows.select(
-        column(config.privacy_unit.column).alias(UNIT),
-        *[column(name) for name in config.partition_columns],
+        column(plan.columns.privacy_unit).alias(UNIT),
+        *[column(name) for name in plan.columns.partition_columns],
         *[
             encode_value(encoding.column, encoding).alias(columns[name])
             for name, encoding in plan.encodings.items()
@@ -105,47 +103,172 @@ def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
     )
 
 
-def bound_contributions(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> DataFrame:
-    """Keep at most L0 partitions per unit and at most Linf rows per (unit, partition).
+def _offset_sum(encoded: str) -> str:
+    return f"__offset_sum{encoded}"
 
-    Both samples are uniform: partitions are ranked by a keyed hash of (salt, unit, key),
-    rows by a keyed hash of (salt, unit, key, row content), with the row content as the
-    tie-breaker, so the sample is a pure function of the unit's rows and the salt.
 
-    One shuffle (by unit) and one sort serve both windows: rows are sorted by (unit,
-    partition hash, key, row hash, row content), which is the order the Linf window needs
-    (partitioned by (unit, partition hash, key): the same groups as (unit, key), since the
-    partition hash is a function of them) and a prefix of it is the order the L0 window
-    needs. Taking the Linf rows first keeps every partition of the unit, so the L0 ranking
-    and the kept rows are the same as ranking partitions first.
+def _square_sum(encoded: str) -> str:
+    return f"__square_sum{encoded}"
 
-    The rows come out hash-partitioned by unit and sorted by (unit, partition hash, key),
-    and keep the ``PARTITION_HASH`` column so that ``aggregate_partitions`` can sum each
-    (unit, partition) in that order without another shuffle.
+
+def _centred(units: Column, encoding: Encoding) -> Column:
+    # y = 2 (units − lo) − width lies in [−width, width]; a long (|y| <= 2**41).
+    return (units - F.lit(encoding.lo_units)) * F.lit(2) - F.lit(encoding.width)
+
+
+def _cell_sums(plan: ReleasePlan) -> list[Column]:
+    """The cell aggregate's exact sums: per encoding Σ(units − lo) and, for variances, Σy².
+
+    Every summed term is non-negative, so a long ``try_sum`` is null exactly when the
+    cell's total passes the long range, whatever the order Spark adds the rows in.
     """
-    keys = [column(name) for name in plan.config.partition_columns]
-    values = [F.col(name) for name in dict.fromkeys(encoded_columns(plan).values())]
-    salted = F.lit(salt.value)
-    l0 = plan.bounds.max_partitions_per_unit
-    linf = plan.bounds.max_rows_per_unit_per_partition
+    columns = encoded_columns(plan)
+    sums: dict[str, Column] = {}
+    for output in plan.outputs:
+        encoding = output.encoding
+        if encoding is None:
+            continue
+        encoded = columns[output.name]
+        units = F.col(encoded)
+        sums.setdefault(_offset_sum(encoded), F.try_sum(units - F.lit(encoding.lo_units)))
+        if any(p.term == "centred_squared" for p in output.kind.parts):
+            # Linf·width² fits a long (check_exact_arithmetic), so a cell of at most Linf
+            # rows never passes the long range.
+            y = _centred(units, encoding)
+            sums.setdefault(_square_sum(encoded), F.try_sum(y * y))
+    return [total.alias(name) for name, total in sums.items()]
 
-    # One row per input row, hash-partitioned by unit (the one shuffle of bounding), and
-    # tagged with its partition's hash (computed after the shuffle: fewer bytes moved).
-    by_unit_rows = encoded.repartition(UNIT).withColumn(
-        PARTITION_HASH, F.xxhash64(salted, F.lit("partition"), F.col(UNIT), *keys)
+
+def _div(numerator: Column, denominator: Column) -> Column:
+    """Integer division toward zero (Spark's ``div``) of decimal(38,0) operands, as a long.
+
+    Callers guarantee that the quotient fits a long.
+    """
+    return F.call_function("div", numerator.cast(EXACT), denominator.cast(EXACT))
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """What one cell rule needs: Linf, the encoding, and the cell's sums."""
+
+    linf: int
+    encoding: Encoding
+    offset: Column  # Σ (units − lo) >= 0; null past the long range
+    squares: Column | None  # Σ y² >= 0, for variances; null past the long range
+
+
+def _bounded_sum(cell: _Cell) -> Column:
+    """SUM: the cell's total clamped to [c·lo, c·hi] (for n <= Linf: exact, inside already)."""
+    e, linf, n = cell.encoding, cell.linf, F.col(CELL_ROWS)
+    exact = cell.offset + n * F.lit(e.lo_units)
+    # n > Linf: c = Linf, and T = Σ(units − lo) + (n − Linf)·lo is clamped to [0, Linf·width].
+    shift = (n - F.lit(linf)).cast(EXACT) * F.lit(e.lo_units).cast(EXACT)
+    over = (cell.offset.cast(EXACT) + shift).cast(EXACT)
+    clamped = F.least(F.greatest(over, F.lit(0).cast(EXACT)), F.lit(linf * e.width).cast(EXACT))
+    large = F.lit(linf * e.lo_units) + clamped.cast(T.LongType())
+    # Past the long range (null): the value of [c·lo, c·hi] nearest 0.
+    fallback = F.lit(min(max(0, linf * e.lo_units), linf * e.hi_units))
+    return F.when(n <= F.lit(linf), exact).otherwise(
+        F.when(cell.offset.isNull(), fallback).otherwise(large)
     )
-    row_hash = F.xxhash64(salted, F.lit("row"), F.col(UNIT), *keys, *values)
-    by_unit_partition = Window.partitionBy(UNIT, PARTITION_HASH, *keys).orderBy(row_hash, *values)
-    # At most Linf rows per (unit, partition).
-    within_linf = (
-        by_unit_rows.withColumn(ROW_RANK, F.row_number().over(by_unit_partition))
-        .filter(F.col(ROW_RANK) <= linf)
-        .drop(ROW_RANK)
+
+
+def _bounded_centred(cell: _Cell) -> Column:
+    """MEAN: Σy with y = 2·(units − lo) − width, scaled by c/n with rounding toward zero."""
+    e, linf, n = cell.encoding, cell.linf, F.col(CELL_ROWS)
+    exact = cell.offset * F.lit(2) - n * F.lit(e.width)
+    # |Σy| <= n·2**41 and Linf <= 2**20, so Σy·Linf fits decimal(38,0).
+    wide = cell.offset.cast(EXACT) * F.lit(2) - n.cast(EXACT) * F.lit(e.width)
+    scaled = _div(wide.cast(EXACT) * F.lit(linf).cast(EXACT), n)
+    return F.when(n <= F.lit(linf), exact).otherwise(
+        F.when(cell.offset.isNull(), F.lit(0)).otherwise(scaled)
     )
-    by_unit = Window.partitionBy(UNIT).orderBy(PARTITION_HASH, *keys)
-    # ... and only the rows of the unit's first L0 partitions.
+
+
+def _bounded_squares(cell: _Cell) -> Column:
+    """VARIANCE: Σy², scaled by c/n with rounding toward zero (Σy² >= 0)."""
+    assert cell.squares is not None
+    linf, n = cell.linf, F.col(CELL_ROWS)
+    # Σy² < 2**63 (else null) and Linf <= 2**20: the product fits decimal(38,0), and the
+    # quotient, at most Linf·width², a long (check_exact_arithmetic).
+    scaled = _div(cell.squares.cast(EXACT) * F.lit(linf).cast(EXACT), n)
+    return F.when(n <= F.lit(linf), cell.squares).otherwise(
+        F.when(cell.squares.isNull(), F.lit(0)).otherwise(scaled)
+    )
+
+
+#: How a cell's bounded contribution to a part is computed, by ``Part.term``.
+CELL_RULES: dict[str, Callable[[_Cell], Column]] = {
+    "units": _bounded_sum,
+    "centred": _bounded_centred,
+    "centred_squared": _bounded_squares,
+}
+
+
+def contributions(plan: ReleasePlan) -> dict[str, Column]:
+    """Every cell's bounded contribution, by aggregated column (see ``CELL_RULES``)."""
+    linf = plan.bounds.max_rows_per_unit_per_partition
+    columns = encoded_columns(plan)
+    out: dict[str, Column] = {ROWS: F.least(F.col(CELL_ROWS), F.lit(linf))}
+    for output in plan.outputs:
+        encoding = output.encoding
+        if encoding is None:
+            continue
+        encoded = columns[output.name]
+        cell = _Cell(linf, encoding, F.col(_offset_sum(encoded)), F.col(_square_sum(encoded)))
+        for part in output.kind.parts:
+            if part.term is None:
+                continue
+            # A long: |contribution| <= Linf·(row bound) < 2**63 (check_exact_arithmetic).
+            out[part.source(output.name)] = CELL_RULES[part.term](cell).cast(T.LongType())
+    return out
+
+
+def bounded_cells(encoded: DataFrame, plan: ReleasePlan) -> DataFrame:
+    """One row per (unit, partition) cell with its bounded contributions (before L0).
+
+    Rows are shuffled once, by unit (the one row-grain shuffle), and reduced to cells by a
+    hash aggregate (no sort); the cells stay hash-partitioned by unit.
+    """
+    keys = [column(name) for name in plan.columns.partition_columns]
+    # One row per input row, hash-partitioned by unit.
+    by_unit = encoded.repartition(UNIT)
+    # One row per (unit, partition) cell: n and the exact sums (same partitioning).
+    cells = by_unit.groupBy(UNIT, *keys).agg(F.count(F.lit(1)).alias(CELL_ROWS), *_cell_sums(plan))
+    # One row per cell: its bounded contribution to every aggregate.
+    return cells.select(
+        UNIT, *keys, *[value.alias(name) for name, value in contributions(plan).items()]
+    )
+
+
+def cell_hash(plan: ReleasePlan, salt: BoundingSalt) -> Column:
+    """The keyed hash that ranks a unit's cells: xxhash64(salt, "partition", unit, key)."""
+    keys = [column(name) for name in plan.columns.partition_columns]
+    return F.xxhash64(F.lit(salt.value), F.lit("partition"), F.col(UNIT), *keys)
+
+
+def keep_l0_cells(cells: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> DataFrame:
+    """At most L0 cells per unit: those of smallest ``cell_hash`` (keys break ties).
+
+    A window over cells, partitioned by unit as the cells already are (no shuffle); it
+    sorts cells, never rows. Measured fastest of three ways (BENCHMARKS.md).
+    """
+    keys = [column(name) for name in plan.columns.partition_columns]
+    by_unit = Window.partitionBy(UNIT).orderBy(CELL_HASH, *keys)
+    # One row per kept cell.
     return (
-        within_linf.withColumn(PARTITION_RANK, F.dense_rank().over(by_unit))
-        .filter(F.col(PARTITION_RANK) <= l0)
-        .drop(PARTITION_RANK)
+        cells.withColumn(CELL_HASH, cell_hash(plan, salt))
+        .withColumn(CELL_RANK, F.row_number().over(by_unit))
+        .filter(F.col(CELL_RANK) <= plan.bounds.max_partitions_per_unit)
+        .drop(CELL_RANK, CELL_HASH)
     )
+
+
+def bound_contributions(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> DataFrame:
+    """One row per kept (unit, partition) cell with its bounded contributions.
+
+    ``bounded_cells`` then ``keep_l0_cells``: each unit keeps the L0 cells of smallest
+    keyed hash of (salt, unit, key), a uniform sample that depends only on the unit's own
+    cells and the salt.
+    """
+    return keep_l0_cells(bounded_cells(encoded, plan), plan, salt)

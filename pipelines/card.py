@@ -23,6 +23,7 @@ from pipelines.display import format_budget, format_number
 from pipelines.ledger import LedgerEntry
 from pipelines.release import CARD
 from pipelines.release_table import ReleasedMetric, ReleasedTable, read_released
+from pipelines.released import released_name
 
 __all__ = ["CARD", "SpendPoint", "render_card", "spend_history", "write_card"]
 
@@ -181,10 +182,10 @@ def _metric_section(released: ReleasedTable, metric: ReleasedMetric, level: floa
     chart = metric_chart(
         labels,
         [float(v) for v in columns[metric.name]],
-        [float(v) for v in columns[f"{metric.name}_ci_low"]],
-        [float(v) for v in columns[f"{metric.name}_ci_high"]],
+        [float(v) for v in columns[released_name(metric.name, "ci_low")]],
+        [float(v) for v in columns[released_name(metric.name, "ci_high")]],
         f"{metric.name} ({metric.metric}) with {level:.0%} noise intervals",
-        bars=metric.metric in ("count", "privacy_id_count", "sum"),
+        bars=metric.kind.noise_is_absolute,  # counts and sums: bars from zero
     )
     shown = min(released.rows, CHART_ROWS)
     bounds = (

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     ALREADY_PUBLISHED = 5
     VERIFY_FAILED = 6
     OUTPUT_CONTRACT_FAILED = 7
+    POLICY_REFUSED = 8
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -36,6 +37,7 @@ RETRY_ADVICE: dict[ExitCode, str] = {
     ExitCode.ALREADY_PUBLISHED: "done (idempotent no-op, or another run published first)",
     ExitCode.VERIFY_FAILED: "do not use the version; investigate",
     ExitCode.OUTPUT_CONTRACT_FAILED: "do not retry; report a bug; the charge stays",
+    ExitCode.POLICY_REFUSED: "meet the tier's rule or change the policy; nothing was charged",
     ExitCode.INTERRUPTED: "retry when wanted; the charge stays",
     ExitCode.TERMINATED: "retry when wanted; the charge stays",
 }
@@ -81,6 +83,14 @@ class OutputContractError(DprError):
     """The staged release breaks the output contract; nothing was published."""
 
     exit_code = ExitCode.OUTPUT_CONTRACT_FAILED
+
+
+class PolicyViolation(DprError):  # noqa: N818 (reads as the exit code it maps to)
+    """The config breaks a rule of its dataset's policy tier (docs/privacy.md §12); the
+    message names the tier, the rule and the config field. Refused before Spark starts
+    and before the ledger is charged."""
+
+    exit_code = ExitCode.POLICY_REFUSED
 
 
 class PublishError(DprError):

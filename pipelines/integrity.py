@@ -28,7 +28,10 @@ from pipelines.ledger import (
     BudgetRefused,
     BudgetState,
     LedgerEntry,
+    LedgerStore,
+    Registration,
     SqliteLedger,
+    TierMismatch,
 )
 from pipelines.release import (
     MANIFEST,
@@ -44,8 +47,17 @@ from pipelines.release import (
 log = logging.getLogger("dprelease")
 
 
-def open_ledger(config: JobConfig) -> SqliteLedger:
-    """The job's ledger (created on first use); an unusable path is a config error."""
+def open_ledger(config: JobConfig) -> LedgerStore:
+    """The job's ledger (created on first use): the PostgreSQL server of ``ledger.url``, or
+    the SQLite file of ``ledger.path``. An unreachable server or an unusable path is a
+    config error (exit 2) raised before anything is read or charged."""
+    if config.ledger.url is not None:
+        from pipelines.ledger.postgres import PostgresLedger
+
+        try:
+            return PostgresLedger(config.ledger.url)
+        except OSError as error:
+            raise ConfigError(f"ledger.url: {error}") from None
     try:
         return SqliteLedger(config.ledger_path)
     except (OSError, sqlite3.Error) as error:
@@ -60,7 +72,7 @@ def open_ledger(config: JobConfig) -> SqliteLedger:
         ) from None
 
 
-def budget_state(ledger: SqliteLedger, config: JobConfig) -> BudgetState:
+def budget_state(ledger: LedgerStore, config: JobConfig) -> BudgetState:
     """The lifetime budget of the job's dataset and privacy unit, as charged so far."""
     return ledger.state(
         config.ledger.dataset,
@@ -71,7 +83,7 @@ def budget_state(ledger: SqliteLedger, config: JobConfig) -> BudgetState:
 
 
 def check_budget_admits(
-    ledger: SqliteLedger, config: JobConfig, epsilon: float, delta: float
+    ledger: LedgerStore, config: JobConfig, epsilon: float, delta: float
 ) -> None:
     """Refuse early, before any metadata is read, a run the ledger would refuse: a lifetime
     that differs from the pinned one, or a spend past it. Advisory: the reservation makes
@@ -84,6 +96,14 @@ def check_budget_admits(
     ):
         if Fraction(spent) + Fraction(requested) > Fraction(lifetime) * limit:
             raise BudgetRefused(state, epsilon, delta)
+
+
+def check_tier_binding(ledger: LedgerStore, config: JobConfig, registration: Registration) -> None:
+    """Refuse early, before Spark, a run whose tier differs from the one the ledger binds
+    its dataset to (docs/privacy.md §12). Advisory: the reservation checks it atomically."""
+    bound = ledger.bound_tier(config.ledger.dataset)
+    if bound is not None and bound != registration.tier:
+        raise TierMismatch(config.ledger.dataset, bound, registration.tier)
 
 
 def cumulative_spend(budget: BudgetState, ledger_identity: str) -> dict[str, object]:
@@ -106,7 +126,7 @@ def cumulative_spend(budget: BudgetState, ledger_identity: str) -> dict[str, obj
     }
 
 
-def reconcile_ledger(ledger: SqliteLedger, release: Path, config: JobConfig) -> None:
+def reconcile_ledger(ledger: LedgerStore, release: Path, config: JobConfig) -> None:
     """Mark as published the reserved runs of this release whose version is visible.
 
     A driver killed between publication and its ledger update leaves its entry
@@ -144,7 +164,7 @@ def _refuse(config: JobConfig, version: str, reason: str) -> BudgetError:
 
 
 def _check_version(
-    ledger: SqliteLedger, config: JobConfig, version: Version, held: dict[str, LedgerEntry]
+    ledger: LedgerStore, config: JobConfig, version: Version, held: dict[str, LedgerEntry]
 ) -> None:
     """Refuse unless ``version`` was charged in this ledger, as recorded, and the ledger
     holds at least the cumulative spend its manifest states."""
@@ -187,7 +207,7 @@ def _check_version(
         )
 
 
-def check_release_held(ledger: SqliteLedger, release: Path, config: JobConfig) -> None:
+def check_release_held(ledger: LedgerStore, release: Path, config: JobConfig) -> None:
     """Raise BudgetError unless the ledger holds every published version of the release
     as published, and holds at least the spend the newest manifest states."""
     gaps = unpublished_version_dirs(release)
@@ -199,7 +219,7 @@ def check_release_held(ledger: SqliteLedger, release: Path, config: JobConfig) -
         _check_version(ledger, config, version, held)
 
 
-def ledger_problems(ledger: SqliteLedger, release: Path, config: JobConfig) -> dict[str, list[str]]:
+def ledger_problems(ledger: LedgerStore, release: Path, config: JobConfig) -> dict[str, list[str]]:
     """Per version name, where the release differs from the ledger's record of it: a
     recorded version gone or without its manifest, an edited manifest or README."""
     problems: dict[str, list[str]] = {}

@@ -8,7 +8,6 @@ allow-list in ``schemas/manifest.schema.json`` (``additionalProperties: false``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import dataclass
@@ -20,7 +19,9 @@ from typing import Any
 
 import jsonschema
 
-from pipelines.plan import PublicPartitions, ReleasePlan, describe_plan, describe_selection
+from pipelines.derivation import PostProcessing
+from pipelines.plan import OutputMetric, PublicPartitions, ReleasePlan
+from pipelines.plan_description import describe_plan, describe_selection
 
 FORMAT_VERSION = 1
 DEFINITION = (
@@ -28,8 +29,10 @@ DEFINITION = (
     "datasets that differ by all rows of one privacy unit"
 )
 SAMPLING = (
-    "uniform without replacement, per unit: partitions and rows ranked by a keyed 64-bit "
-    "hash (per-run secret salt from the OS CSPRNG, unit, key, row content)"
+    "aggregate first: one cell per (unit, partition) contributes count min(n, Linf), its sum "
+    "clamped to [c*lower, c*upper] and its centred sums scaled by c/n (rounded toward zero); "
+    "each unit keeps at most L0 cells, uniform without replacement, ranked by a keyed 64-bit "
+    "hash (per-run secret salt from the OS CSPRNG, unit, key)"
 )
 INTERVALS = (
     "noise-only interval at the stated level: describes the added noise, not clamping, "
@@ -80,12 +83,6 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     jsonschema.validate(manifest, manifest_schema())
 
 
-def config_digest(plan: ReleasePlan) -> str:
-    """SHA-256 of the canonical JSON of the config (identifies the job, not the data)."""
-    canonical = json.dumps(plan.config.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
 def software_versions() -> dict[str, str]:
     """Versions of the software that computed the release."""
     names = {"dprelease": "dprelease", "pyspark": "pyspark", "numpy": "numpy", "pyarrow": "pyarrow"}
@@ -98,37 +95,29 @@ def software_versions() -> dict[str, str]:
     return out
 
 
+def _steps(output: OutputMetric, post: PostProcessing) -> list[str]:
+    """The post-processing steps of one metric's released values, as the manifest states."""
+    kind = output.kind
+    steps = []
+    if kind.clamps_negative and post.clamp_negative_counts:
+        steps.append("negative values reported as 0")
+    steps.extend(kind.steps)
+    if kind.rounds and post.decimals is not None:
+        steps.append(f"rounded to {post.decimals} decimals")
+    return steps
+
+
 def _columns(plan: ReleasePlan) -> list[dict[str, Any]]:
     """One entry per released column group (value, std, ci_low, ci_high)."""
-    post = plan.config.post_processing
     out = []
     for output in plan.outputs:
-        parts = [
-            name
-            for name in (output.value_source, output.count_source, output.square_source)
-            if name is not None
-        ]
-        steps = []
-        if output.metric in ("count", "privacy_id_count") and post.clamp_negative_counts:
-            steps.append("negative values reported as 0")
-        if output.metric == "mean":
-            steps.append("mid + grid * noisy normalized sum / (2 * max(1, noisy count)), clamped")
-        if output.metric == "variance":
-            steps.append("from noisy normalized sums of values and squares, clamped to >= 0")
-        if output.metric in ("mean", "variance") and post.decimals is not None:
-            steps.append(f"rounded to {post.decimals} decimals")
         entry: dict[str, Any] = {
             "name": output.name,
-            "metric": output.metric,
-            "mechanisms": parts,
+            "metric": output.kind.name,
+            "mechanisms": output.mechanisms,
             "budget_share": output.budget_share,
-            "post_processing": steps,
-            "columns": [
-                output.name,
-                f"{output.name}_std",
-                f"{output.name}_ci_low",
-                f"{output.name}_ci_high",
-            ],
+            "post_processing": _steps(output, plan.post),
+            "columns": [c.name for c in plan.released if c.output == output.name],
             "confidence_interval": INTERVALS,
         }
         if output.encoding is not None:
@@ -142,23 +131,95 @@ def _columns(plan: ReleasePlan) -> list[dict[str, Any]]:
     return out
 
 
+def _privacy(plan: ReleasePlan) -> dict[str, Any]:
+    composition = plan.composition
+    return {
+        "definition": DEFINITION,
+        "epsilon": composition.epsilon,
+        "delta": composition.delta,
+        "rho": composition.rho,
+        "conversion": (
+            "zCDP to (epsilon, delta) by the tight conversion of Canonne, Kamath and Steinke (2020)"
+            if composition.rho > 0
+            else "none: pure and approximate DP parts add up"
+        ),
+        "privacy_unit": {"column": plan.columns.privacy_unit, "time_scope": plan.facts.time_scope},
+        "neighbouring_relation": "add or remove all rows of one privacy unit",
+    }
+
+
+def _contribution_bounds(plan: ReleasePlan) -> dict[str, Any]:
+    return {
+        "max_partitions_per_unit": plan.bounds.max_partitions_per_unit,
+        "max_rows_per_unit_per_partition": plan.bounds.max_rows_per_unit_per_partition,
+        "value_bounds": [
+            {
+                "metric": o.name,
+                "column": o.encoding.column,
+                "lower": o.encoding.lower,
+                "upper": o.encoding.upper,
+                "source": "config",
+            }
+            for o in plan.outputs
+            if o.encoding is not None
+        ],
+        "invalid_values": dict(plan.facts.invalid_values),
+        "sampling": SAMPLING,
+    }
+
+
+def _partitions(plan: ReleasePlan) -> dict[str, Any]:
+    partitions = describe_selection(plan.selection) | {
+        "columns": list(plan.columns.partition_columns)
+    }
+    if isinstance(plan.selection, PublicPartitions):
+        partitions["note"] = "every public key is released, with noise, even when absent"
+    return partitions
+
+
+def _composition(plan: ReleasePlan, cumulative: dict[str, Any] | None) -> dict[str, Any]:
+    composition, facts = plan.composition, plan.facts
+    return {
+        "statement": composition.statement,
+        "epsilon": composition.epsilon,
+        "epsilon_exact": composition.epsilon_exact,  # the exact rational total (§8)
+        "delta": composition.delta,
+        "rho": composition.rho,
+        "conversion_delta": composition.conversion_delta,
+        "budget": {"epsilon": facts.budget_epsilon, "delta": facts.budget_delta},
+        "cumulative": cumulative,
+    }
+
+
+def _data(schema: list[dict[str, str]], data_files: list[DataFile]) -> dict[str, Any]:
+    return {
+        "format": "parquet",
+        "schema": schema,
+        "row_count": sum(f.rows for f in data_files),
+        "files": [
+            {"path": f.path, "bytes": f.bytes, "sha256": f.sha256, "rows": f.rows}
+            for f in data_files
+        ],
+    }
+
+
 def build_manifest(
     plan: ReleasePlan,
     identity: ReleaseIdentity,
     schema: list[dict[str, str]],
     data_files: list[DataFile],
     cumulative: dict[str, Any] | None = None,
+    *,
+    governance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one release, validated against the allow-list.
 
-    ``schema`` and ``data_files`` describe the published (noisy) files only.
+    ``schema`` and ``data_files`` describe the published (noisy) files only; everything
+    else is configuration and the plan derived from it (docs/privacy.md §9).
+    ``governance`` is the policy tier and registry record (``pipelines.policy``, docs/privacy.md
+    §12), if any.
     """
-    config = plan.config
     description = describe_plan(plan)
-    composition = plan.composition
-    partitions = describe_selection(plan.selection) | {"columns": list(config.partition_columns)}
-    if isinstance(plan.selection, PublicPartitions):
-        partitions["note"] = "every public key is released, with noise, even when absent"
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "release": {
@@ -168,142 +229,21 @@ def build_manifest(
             "created_at": identity.created_at,
             "data_period": identity.data_period,
             "supersedes": identity.supersedes,
-            "description": config.release.description,
+            "description": plan.facts.description,
         },
-        "privacy": {
-            "definition": DEFINITION,
-            "epsilon": composition.epsilon,
-            "delta": composition.delta,
-            "rho": composition.rho,
-            "conversion": (
-                "zCDP to (epsilon, delta) by the tight conversion of Canonne, Kamath and "
-                "Steinke (2020)"
-                if composition.rho > 0
-                else "none: pure and approximate DP parts add up"
-            ),
-            "privacy_unit": {
-                "column": config.privacy_unit.column,
-                "time_scope": config.privacy_unit.time_scope,
-            },
-            "neighbouring_relation": "add or remove all rows of one privacy unit",
-        },
-        "contribution_bounds": {
-            "max_partitions_per_unit": plan.bounds.max_partitions_per_unit,
-            "max_rows_per_unit_per_partition": plan.bounds.max_rows_per_unit_per_partition,
-            "value_bounds": [
-                {
-                    "metric": o.name,
-                    "column": o.encoding.column,
-                    "lower": o.encoding.lower,
-                    "upper": o.encoding.upper,
-                    "source": "config",
-                }
-                for o in plan.outputs
-                if o.encoding is not None
-            ],
-            "invalid_values": config.invalid_values,
-            "sampling": SAMPLING,
-        },
-        "partitions": partitions,
+        "privacy": _privacy(plan),
+        "contribution_bounds": _contribution_bounds(plan),
+        "partitions": _partitions(plan),
         "columns": _columns(plan),
         "mechanisms": description["mechanisms"],
-        "composition": {
-            "statement": composition.statement,
-            "epsilon": composition.epsilon,
-            "epsilon_exact": composition.epsilon_exact,  # the exact rational total (§8)
-            "delta": composition.delta,
-            "rho": composition.rho,
-            "conversion_delta": composition.conversion_delta,
-            "budget": {"epsilon": config.budget.epsilon, "delta": config.budget.delta},
-            "cumulative": cumulative,
-        },
+        "composition": _composition(plan, cumulative),
         "group_privacy": description["group_privacy"],
-        "confidence_level": config.confidence_level,
+        "confidence_level": plan.confidence_level,
         "software": software_versions(),
-        "config_sha256": config_digest(plan),
-        "data": {
-            "format": "parquet",
-            "schema": schema,
-            "row_count": sum(f.rows for f in data_files),
-            "files": [
-                {"path": f.path, "bytes": f.bytes, "sha256": f.sha256, "rows": f.rows}
-                for f in data_files
-            ],
-        },
+        "config_sha256": plan.facts.config_sha256,
+        "data": _data(schema, data_files),
     }
+    if governance is not None:
+        manifest["governance"] = governance
     validate_manifest(manifest)
     return manifest
-
-
-def render_readme(manifest: dict[str, Any]) -> str:
-    """A human README generated from the manifest alone (so the two cannot disagree)."""
-    release, privacy = manifest["release"], manifest["privacy"]
-    bounds, partitions = manifest["contribution_bounds"], manifest["partitions"]
-    lines = [
-        f"# {release['name']} {release['version']}",
-        "",
-        f"Data period: {release['data_period']}. Published {release['created_at']} "
-        f"(run {release['run_id']})."
-        + (f" Supersedes {release['supersedes']}." if release["supersedes"] else ""),
-        "",
-    ]
-    if release["description"]:
-        lines += [release["description"], ""]
-    lines += [
-        "## Privacy guarantee",
-        "",
-        f"- ({privacy['epsilon']:.6g}, {privacy['delta']:.3g})-differential privacy for each "
-        f"privacy unit (`{privacy['privacy_unit']['column']}`: "
-        f"{privacy['privacy_unit']['time_scope']}).",
-        f"- Neighbouring datasets: {privacy['neighbouring_relation']}.",
-        f"- Composition: {manifest['composition']['statement']}",
-        f"- Conversion: {privacy['conversion']}.",
-        f"- Each unit contributes to at most {bounds['max_partitions_per_unit']} partition(s) "
-        f"and at most {bounds['max_rows_per_unit_per_partition']} row(s) per partition.",
-        "",
-        "Group privacy (a group of k units):",
-        "",
-        "| k | epsilon | delta |",
-        "|---|---|---|",
-        *[
-            f"| {g['group_size']} | {g['epsilon']:.6g} | {g['delta']:.3g} |"
-            for g in manifest["group_privacy"]
-        ],
-        "",
-        "## Partitions",
-        "",
-        f"Keys ({', '.join(partitions['columns'])}) released by: {partitions['mechanism']}"
-        + (
-            f" (epsilon {partitions['epsilon']:.6g}, delta {partitions['delta']:.3g})."
-            if partitions["mechanism"] != "public"
-            else f"; provenance: {partitions.get('provenance', '')}."
-        ),
-        "",
-        "## Columns",
-        "",
-        "| column | statistic | value bounds | grid | noise std (per partition) |",
-        "|---|---|---|---|---|",
-    ]
-    stds = {m["name"]: m["std"] for m in manifest["mechanisms"]}
-    for column in manifest["columns"]:
-        value_bounds = f"[{column['lower']:g}, {column['upper']:g}]" if "lower" in column else "-"
-        std = stds.get(column["mechanisms"][0], float("nan"))
-        noise = (
-            f"{std:.4g}"
-            if column["metric"] in ("count", "privacy_id_count", "sum")
-            else f"{std / 2:.4g} / count (see `{column['name']}_std`)"
-        )
-        lines.append(
-            f"| `{column['name']}` | {column['metric']} | {value_bounds} | "
-            f"{column.get('grid', 1.0):g} | {noise} |"
-        )
-    lines += [
-        "",
-        f"Each value comes with `_std`, `_ci_low` and `_ci_high` columns: a "
-        f"{manifest['confidence_level']:.0%} {INTERVALS}.",
-        "",
-        f"Rows: {manifest['data']['row_count']} in {len(manifest['data']['files'])} Parquet "
-        "file(s) under `data/`; checksums in `manifest.json`.",
-        "",
-    ]
-    return "\n".join(lines)

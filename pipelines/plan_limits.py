@@ -19,12 +19,15 @@ from dp_ops.samplers import MAX_LAPLACE_SCALE, MAX_SIGMA_SQUARED
 from dp_ops.selection import (
     MAX_KEEP_TABLE_LENGTH,
     MIN_KEEP_TABLE_DELTA,
+    keep_table_length_lower_bound,
+)
+from dp_ops.selection_rules import (
     GaussianThresholdSelection,
     LaplaceThresholdSelection,
     TruncatedGeometricSelection,
-    keep_table_length_lower_bound,
 )
 from pipelines.config import ConfigError, JobConfig
+from pipelines.metric_kinds import kind_of
 
 if TYPE_CHECKING:
     from pipelines.plan import ReleasePlan
@@ -57,6 +60,7 @@ MAX_SELECTION_THRESHOLD = 2**53
 # and the most rows Spark can count (row counts are longs).
 _DECIMAL_LIMIT = 10**38 - 1
 _MAX_ROWS = 2**63 - 1
+_LONG_LIMIT = 2**63 - 1
 
 
 class ArithmeticBoundError(ConfigError):
@@ -102,19 +106,23 @@ def check_noise(noise: NoiseDistribution, field: str, more_noise: str) -> None:
 
 
 def check_rounding(config: JobConfig) -> None:
-    """Refuse ``decimals`` that leave no rounded mean inside its bounds (docs/privacy.md §7)."""
+    """Refuse ``decimals`` that leave no rounded value inside its released range
+    (docs/privacy.md §7)."""
     decimals = config.post_processing.decimals
     if decimals is None:
         return
     for metric in config.metrics:
-        if metric.metric == "mean" and metric.lower is not None and metric.upper is not None:
-            try:
-                rounded_bounds(metric.lower, metric.upper, decimals)
-            except ValueError as error:
-                raise ConfigError(
-                    f"post_processing.decimals: {error}, the bounds of {metric.output_name}; "
-                    "released means must stay inside their bounds: allow more decimals"
-                ) from None
+        kind = kind_of(metric.metric)
+        if not kind.rounds or kind.released_range is None:
+            continue
+        assert metric.lower is not None and metric.upper is not None
+        try:
+            rounded_bounds(*kind.released_range(metric.lower, metric.upper), decimals)
+        except ValueError as error:
+            raise ConfigError(
+                f"post_processing.decimals: {error}, the bounds of {metric.output_name}; "
+                "released means must stay inside their bounds: allow more decimals"
+            ) from None
 
 
 def check_keep_table(selection: TruncatedGeometricSelection, delta_field: str) -> None:
@@ -183,21 +191,28 @@ def check_share(epsilon: float, key: str) -> None:
 
 
 def check_exact_arithmetic(plan: ReleasePlan) -> None:
-    """Refuse plans whose integer sums could overflow decimal(38,0) for ANY input.
+    """Refuse plans whose integer sums could overflow for ANY input.
 
-    Invariant: after this check, no aggregate of any dataset Spark can hold (2**63 rows)
-    overflows (docs/privacy.md §3). Pure Python: ``build_plan`` runs it, so
-    `dprelease plan` refuses what `dprelease run` would.
+    Each kept (unit, partition) cell contributes at most Linf times a part's per-row bound
+    (docs/privacy.md §4): that must fit a long (the cell's sums and contribution are
+    longs), and 2**63 - 1 cells of it decimal(38,0) (the per-partition sums). Invariant:
+    after this check, no aggregate of any dataset Spark can hold overflows (docs/privacy.md
+    §3). Pure Python: ``build_plan`` runs it, so `dprelease plan` refuses what
+    `dprelease run` would.
     """
-    for index, metric in enumerate(plan.config.metrics):
-        encoding = plan.encodings.get(metric.output_name)
+    linf = plan.bounds.max_rows_per_unit_per_partition
+    for index, output in enumerate(plan.outputs):
+        encoding = output.encoding
         if encoding is None:
             continue
-        largest_row = max(encoding.max_abs_units, encoding.width**2)
-        if largest_row * _MAX_ROWS > _DECIMAL_LIMIT:
+        largest_row = max(p.row_bound(encoding) for p in output.kind.parts if p.term)
+        largest_cell = linf * largest_row
+        if largest_cell > _LONG_LIMIT or largest_cell * _MAX_ROWS > _DECIMAL_LIMIT:
             raise ArithmeticBoundError(
-                f"metrics[{index}] ({metric.output_name}): bounds [{encoding.lower}, "
+                f"metrics[{index}] ({output.name}): bounds [{encoding.lower}, "
                 f"{encoding.upper}] on grid {encoding.grid.step} give per-row integers up to "
-                f"{largest_row:.4g}; 2**63 - 1 rows of them could exceed decimal(38,0) "
-                "(10**38 - 1) in an exact sum: narrow the bounds or lower the epsilon share"
+                f"{largest_row:.4g}, so one cell of max_rows_per_unit_per_partition rows up to "
+                f"{largest_cell:.4g}: that must fit a long (2**63 - 1) and 2**63 - 1 cells "
+                "of it decimal(38,0) (10**38 - 1) in an exact sum: narrow the bounds, lower "
+                "the epsilon share or contribution_bounds.max_rows_per_unit_per_partition"
             )

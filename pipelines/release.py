@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 
 from pipelines.errors import PublishError
 from pipelines.manifest import DataFile, validate_manifest
+from pipelines.metric_kinds import kind_of
+from pipelines.released import released_name
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 STAGING = "_staging"
@@ -364,12 +366,13 @@ def check_values(table: pa.Table, manifest: dict[str, Any]) -> list[str]:
     for column in manifest["columns"]:
         name = column["name"]
         value = table.column(name).to_numpy(zero_copy_only=False)
-        low = table.column(f"{name}_ci_low").to_numpy(zero_copy_only=False)
-        high = table.column(f"{name}_ci_high").to_numpy(zero_copy_only=False)
+        low = table.column(released_name(name, "ci_low")).to_numpy(zero_copy_only=False)
+        high = table.column(released_name(name, "ci_high")).to_numpy(zero_copy_only=False)
         if not (low <= value).all() or not (value <= high).all():
             problems.append(f"{name}: a value lies outside its confidence interval")
         grid = column.get("grid", 1.0)
-        if column["metric"] in ("count", "privacy_id_count", "sum"):
+        kind = kind_of(column["metric"])
+        if kind.integer_valued or kind.on_grid:
             units = value / grid
             if not (units == units.round()).all():
                 problems.append(f"{name}: a value is not a multiple of the grid {grid}")

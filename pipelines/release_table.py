@@ -16,11 +16,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.display import format_interval
+from pipelines.metric_kinds import MetricKind, kind_of
+from pipelines.released import released_name
 
 __all__ = ["ReleasedMetric", "ReleasedTable", "read_released"]
 
-# Statistics a table is ranked by when it is too long to show whole (noisy counts).
-_RANKING = ("count", "privacy_id_count")
+
+def _ranking_order(kind: MetricKind) -> int | None:
+    """Rank a table by a noisy count, the row count first; None: not a count."""
+    if kind.serves_as_count:
+        return 0
+    return 1 if kind.integer_valued else None
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class ReleasedMetric:
     metric: str
     lower: float | None
     upper: float | None
+
+    @property
+    def kind(self) -> MetricKind:
+        """Its metric kind (``pipelines.metric_kinds``)."""
+        return kind_of(self.metric)
 
 
 @dataclass(frozen=True)
@@ -49,11 +60,9 @@ class ReleasedTable:
     @property
     def ranking_metric(self) -> ReleasedMetric | None:
         """The noisy count rows are ranked by (row count first), if the release has one."""
-        for kind in _RANKING:
-            for metric in self.metrics:
-                if metric.metric == kind:
-                    return metric
-        return None
+        ranked = [(_ranking_order(m.kind), i, m) for i, m in enumerate(self.metrics)]
+        counts = [(order, i, m) for order, i, m in ranked if order is not None]
+        return min(counts, key=lambda item: (item[0], item[1]))[2] if counts else None
 
     def ranked(self) -> ReleasedTable:
         """Rows by decreasing noisy count (ties keep key order); as published without one."""
@@ -77,7 +86,11 @@ class ReleasedTable:
             for metric in self.metrics:
                 value, low, high = (
                     _number(columns[name][index])
-                    for name in (metric.name, f"{metric.name}_ci_low", f"{metric.name}_ci_high")
+                    for name in (
+                        metric.name,
+                        released_name(metric.name, "ci_low"),
+                        released_name(metric.name, "ci_high"),
+                    )
                 )
                 cells.append(format_interval(value, low, high))
             out.append(cells)

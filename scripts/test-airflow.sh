@@ -7,6 +7,9 @@
 # Airflow and everything it needs are pinned in orchestration/airflow/requirements.txt
 # (a resolved `pip freeze` of apache-airflow==$AIRFLOW_VERSION and pytest), so the install
 # does not depend on a constraints file from the network.
+#
+# `--install-only` builds (or reuses) .venv-airflow and stops: CI runs it in the
+# background while lint runs, since the install waits on downloads, not on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +18,11 @@ venv=${AIRFLOW_VENV:-.venv-airflow}
 requirements=orchestration/airflow/requirements.txt
 stamp="$venv/.installed"
 
-if [ ! -x .venv/bin/dprelease ]; then
+install_only=false
+if [ "${1:-}" = "--install-only" ]; then
+  install_only=true
+  shift
+elif [ ! -x .venv/bin/dprelease ]; then
   echo "test-airflow: .venv/bin/dprelease not found; run 'make venv' first" >&2
   exit 1
 fi
@@ -30,6 +37,9 @@ if [ ! -f "$stamp" ] || [ "$requirements" -nt "$stamp" ]; then
   touch "$stamp"
 fi
 echo "test-airflow: Airflow $("$venv/bin/airflow" version 2>/dev/null | tail -1) ready in $((SECONDS - start)) s"
+if $install_only; then
+  exit 0
+fi
 
 start=$SECONDS
 DPRELEASE_VENV="$(pwd)/.venv" "$venv/bin/python" -m pytest -p no:cacheprovider \

@@ -25,3 +25,33 @@ def spark() -> Iterator[object]:
     session = create_session("dprelease-tests", settings)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One real PostgreSQL server for the test run (``tests.pg_server``), on 127.0.0.1.
+
+    Without the server binaries the PostgreSQL tests are skipped on a developer's machine
+    and fail under CI (CI=true), where ``.ci/run`` installs them.
+    """
+    from tests.pg_server import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        message = "no PostgreSQL server binaries (apt-get install postgresql, or set PG_BIN)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(bin_dir)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: object) -> str:
+    """The URL of a fresh, empty database on the test server."""
+    from tests.pg_server import PostgresServer
+
+    assert isinstance(postgres_server, PostgresServer)
+    return postgres_server.fresh_database()

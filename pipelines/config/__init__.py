@@ -33,6 +33,7 @@ from pipelines.config.limits import LifetimeDelta as LifetimeDelta
 from pipelines.config.limits import LifetimeEpsilon as LifetimeEpsilon
 from pipelines.config.limits import Number as Number
 from pipelines.config.model import JobConfig
+from pipelines.config.model import config_digest as config_digest
 from pipelines.config.model import config_json_schema as config_json_schema
 from pipelines.config.privacy import BudgetConfig as BudgetConfig
 from pipelines.config.privacy import ContributionBoundsConfig as ContributionBoundsConfig
@@ -43,6 +44,7 @@ from pipelines.config.privacy import MetricName as MetricName
 from pipelines.config.privacy import PartitionSelectionConfig as PartitionSelectionConfig
 from pipelines.config.privacy import PrivacyUnitConfig as PrivacyUnitConfig
 from pipelines.config.privacy import SelectionMechanism as SelectionMechanism
+from pipelines.config.registry import RegistryConfig as RegistryConfig
 from pipelines.config.sections import ContractsConfig as ContractsConfig
 from pipelines.config.sections import DeclaredType as DeclaredType
 from pipelines.config.sections import EmptyInputRule as EmptyInputRule

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,12 +21,14 @@ from pipelines.config.privacy import (
     PartitionSelectionConfig,
     PrivacyUnitConfig,
 )
+from pipelines.config.registry import RegistryConfig
 from pipelines.config.sections import (
     ContractsConfig,
     InputConfig,
     PostProcessingConfig,
     ReleaseConfig,
 )
+from pipelines.released import released_names
 
 
 class JobConfig(_Frozen):
@@ -52,6 +56,10 @@ class JobConfig(_Frozen):
         default=None,
         description="Planning targets for `dprelease plan` (accuracy first); runs ignore it.",
     )
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig,
+        description="Purpose, owner and approval reference, recorded with every charge.",
+    )
 
     @field_validator("partition_columns")
     @classmethod
@@ -69,7 +77,7 @@ class JobConfig(_Frozen):
         if self.privacy_unit.column in self.partition_columns:
             raise ValueError("privacy_unit.column must not be a partition column")
         clash = set(self.partition_columns) & {
-            f"{n}{suffix}" for n in names for suffix in ("", "_std", "_ci_low", "_ci_high")
+            column for n in names for column in released_names(n)
         }
         if clash:
             raise ValueError(f"partition columns clash with output columns: {sorted(clash)}")
@@ -125,6 +133,12 @@ class JobConfig(_Frozen):
             if m.column is not None and m.column not in seen:
                 seen.append(m.column)
         return seen
+
+
+def config_digest(config: JobConfig) -> str:
+    """SHA-256 of the canonical JSON of the config (identifies the job, not the data)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def config_json_schema() -> dict[str, Any]:

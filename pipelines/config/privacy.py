@@ -29,7 +29,9 @@ from pipelines.config.limits import (
 )
 from pipelines.config.sections import PublicKeysConfig
 from pipelines.ledger import dataset_name
+from pipelines.metric_kinds import kind_of
 
+_SERVER_URL = re.compile(r"^postgres(ql)?://[^\s]+$")
 # Names released as column names: no path characters, no spaces.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -84,8 +86,8 @@ class MetricConfig(_Frozen):
 
     @model_validator(mode="after")
     def _bounds_match_metric(self) -> MetricConfig:
-        measured = self.metric in ("sum", "mean", "variance")
-        if measured:
+        measure = kind_of(self.metric).measure
+        if measure is not None:
             if self.column is None:
                 raise ValueError(f"metric '{self.metric}' needs 'column'")
             if self.lower is None or self.upper is None:
@@ -94,10 +96,9 @@ class MetricConfig(_Frozen):
                 raise ValueError("'lower' and 'upper' must be finite numbers")
             if self.lower > self.upper:
                 raise ValueError(f"'lower' ({self.lower}) is greater than 'upper' ({self.upper})")
-            if self.metric == "sum" and self.lower == self.upper == 0:
-                raise ValueError("'lower' and 'upper' are both 0: the sum is always 0")
-            if self.metric in ("mean", "variance") and self.lower == self.upper:
-                raise ValueError("'lower' must be smaller than 'upper' for mean and variance")
+            empty = measure.empty_bounds(self.lower, self.upper)
+            if empty is not None:
+                raise ValueError(empty)
             if max(abs(self.lower), abs(self.upper)) > 2.0**60:
                 raise ValueError("bounds beyond ±2^60 are not supported")
         elif self.column is not None or self.lower is not None or self.upper is not None:
@@ -154,7 +155,22 @@ class LedgerConfig(_Frozen):
         default=None,
         description=(
             "SQLite ledger file on a local file system (relative: to the config file's "
-            "folder). Default: <release.output_root>/_ledger/ledger.sqlite."
+            "folder). Default: <release.output_root>/_ledger/ledger.sqlite. Not with 'url'."
+        ),
+    )
+    url: str | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL server ledger instead of a file: postgresql://USER@HOST:PORT/DBNAME "
+            "(libpq URI; no password: libpq reads PGPASSWORD or ~/.pgpass). Not with 'path'."
+        ),
+    )
+    policy: ConfigPath | None = Field(
+        default=None,
+        description=(
+            "Policy file (YAML) binding this dataset to a tier whose caps the job must meet "
+            "(relative: to the config file's folder). Once a dataset is charged under a "
+            "tier, the ledger refuses runs without it."
         ),
     )
 
@@ -163,6 +179,30 @@ class LedgerConfig(_Frozen):
     def _canonical_dataset(cls, value: str) -> str:
         """Invariant: the stored name is canonical, so spellings of one name share a budget."""
         return dataset_name(value)
+
+    @field_validator("url")
+    @classmethod
+    def _server_url(cls, value: str | None) -> str | None:
+        """Invariant: a server ledger URL is postgresql:// and carries no password (the
+        config is hashed into manifests and shown in messages; secrets stay in libpq's
+        environment or password file)."""
+        if value is None:
+            return None
+        if not _SERVER_URL.match(value):
+            raise ValueError("must be a PostgreSQL URI: postgresql://USER@HOST:PORT/DBNAME")
+        authority = value.split("://", 1)[1].split("/", 1)[0]
+        user_info = authority.rsplit("@", 1)[0] if "@" in authority else ""
+        if ":" in user_info or "password=" in value.lower():
+            raise ValueError(
+                "must not hold a password: set PGPASSWORD or use ~/.pgpass (libpq reads both)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_store(self) -> LedgerConfig:
+        if self.path is not None and self.url is not None:
+            raise ValueError("give at most one of 'path' (SQLite file) or 'url' (PostgreSQL)")
+        return self
 
 
 SelectionMechanism = Literal[

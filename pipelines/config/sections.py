@@ -61,6 +61,12 @@ class ReleaseConfig(_Frozen):
 DeclaredType = Literal["string", "int", "long", "bigint", "double", "boolean", "date", "timestamp"]
 
 
+def _check_one_source(path: object, table: object) -> None:
+    """A source section names exactly one of ``path`` and ``table``."""
+    if (path is None) == (table is None):
+        raise ValueError("give exactly one of 'path' or 'table'")
+
+
 class InputConfig(_Frozen):
     """The private table: a path in any Spark format, or a catalog table."""
 
@@ -95,8 +101,7 @@ class InputConfig(_Frozen):
 
     @model_validator(mode="after")
     def _one_source(self) -> InputConfig:
-        if (self.path is None) == (self.table is None):
-            raise ValueError("give exactly one of 'path' or 'table'")
+        _check_one_source(self.path, self.table)
         return self
 
 
@@ -129,8 +134,7 @@ class PublicKeysConfig(_Frozen):
 
     @model_validator(mode="after")
     def _one_source(self) -> PublicKeysConfig:
-        if (self.path is None) == (self.table is None):
-            raise ValueError("give exactly one of 'path' or 'table'")
+        _check_one_source(self.path, self.table)
         return self
 
 

@@ -29,9 +29,16 @@ Invariants:
 - A published entry records the SHA-256 of its version's ``manifest.json`` and
   ``README.md`` as published, so a later edit of either is detectable.
 
-The package: ``model`` (entries, budget states, the errors, dataset names), ``accounting``
-(exact sums against the lifetime), ``store`` (the ``LedgerStore`` seam), ``schema`` and
-``sqlite`` (the default store) and ``exchange`` (export and import of entries).
+- Policy tiers: a dataset charged under a policy tier is bound to it; a reservation
+  under another tier, or none, raises ``TierMismatch`` and charges nothing. Each charge
+  records its ``Registration`` (tier, purpose, owner, approval) in the same transaction.
+
+The package: ``model`` (entries, budget states, the errors, dataset names),
+``registration`` (the registry record of a charge), ``accounting`` (exact sums against
+the lifetime), ``store`` (the ``LedgerStore`` seam), ``sql_store`` (the semantics, once,
+in SQL), ``schema`` and ``sqlite`` (the default store), ``postgres_schema`` and
+``postgres`` (the server store, imported on use: it needs psycopg) and ``exchange``
+(export and import of entries).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from pipelines.ledger.model import (
 )
 from pipelines.ledger.model import FinalStatus as FinalStatus
 from pipelines.ledger.model import Lifetime as Lifetime
+from pipelines.ledger.registration import Registration, TierMismatch
 from pipelines.ledger.sqlite import SqliteLedger
 from pipelines.ledger.store import LedgerStore
 
@@ -62,7 +70,9 @@ __all__ = [
     "LedgerStore",
     "LifetimeChange",
     "LifetimeMismatch",
+    "Registration",
     "SqliteLedger",
+    "TierMismatch",
     "dataset_name",
     "export_entries",
     "parse_entries",

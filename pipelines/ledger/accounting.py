@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from pipelines.ledger.model import BudgetState, Lifetime, _check_delta, _check_epsilon
+from dp_ops.checks import check_delta, check_nonnegative
+from pipelines.ledger.model import BudgetState, Lifetime
 
 # Relative slack of the lifetime check, in the admitting direction only.
 BUDGET_TOLERANCE = Fraction(1, 10**12)
@@ -65,6 +66,6 @@ def _budget_state(
 
 def _lifetime(lifetime_epsilon: float, lifetime_delta: float) -> Lifetime:
     """The validated lifetime as exact doubles (ints become floats)."""
-    _check_epsilon("lifetime_epsilon", lifetime_epsilon)
-    _check_delta("lifetime_delta", lifetime_delta)
+    check_nonnegative("lifetime_epsilon", lifetime_epsilon)
+    check_delta("lifetime_delta", lifetime_delta, allow_zero=True)
     return (float(lifetime_epsilon), float(lifetime_delta))

@@ -7,13 +7,13 @@ fields on construction and raises ValueError naming the field.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Literal, get_args
 
+from dp_ops.checks import check_delta, check_nonnegative
 from pipelines.errors import BudgetError
 
 EntryStatus = Literal["reserved", "published", "failed"]
@@ -33,20 +33,6 @@ def _format(value: float) -> str:
 def _check_text(name: str, value: object) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-empty string")
-
-
-def _check_epsilon(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-
-
-def _check_delta(name: str, value: object) -> None:
-    _check_epsilon(name, value)
-    assert isinstance(value, int | float)  # narrowed by the check above
-    if value >= 1:
-        raise ValueError(f"{name} must be < 1, got {value!r}")
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -136,8 +122,8 @@ class LedgerEntry:
     def __post_init__(self) -> None:
         for name in ("run_id", "dataset", "privacy_unit", "release", "data_period"):
             _check_text(name, getattr(self, name))
-        _check_epsilon("epsilon", self.epsilon)
-        _check_delta("delta", self.delta)
+        check_nonnegative("epsilon", self.epsilon)
+        check_delta("delta", self.delta, allow_zero=True)
         if self.status not in _STATUSES:
             raise ValueError(f"status must be one of {sorted(_STATUSES)}, got {self.status!r}")
         _check_utc("created_at", self.created_at)

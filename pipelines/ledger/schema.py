@@ -2,9 +2,10 @@
 
 Schema versions (``PRAGMA user_version``): 1 held ``ledger_entries`` only; 2 adds
 ``ledger_meta`` (identity), ``lifetimes`` (pins), ``lifetime_changes`` (their history)
-and the two digest columns of ``ledger_entries``. Opening a version 1 file migrates it
-forward in one transaction. A file of a newer version than the code is refused: so a
-version 1 dprelease refuses a version 2 file and cannot write around the pins.
+and the two digest columns of ``ledger_entries``; 3 adds ``registrations`` (the policy
+tier and registry fields of each charge). Opening an older file migrates it forward in
+one transaction. A file of a newer version than the code is refused: so an older
+dprelease refuses a newer file and cannot write around the pins or the tiers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from pipelines.ledger.model import _utc_now, dataset_name
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 _CREATE_ENTRIES = """
 CREATE TABLE ledger_entries (
@@ -40,6 +41,22 @@ _CREATE_INDEX = (
 _V1_TO_V2 = (
     "ALTER TABLE ledger_entries ADD COLUMN manifest_sha256 TEXT",
     "ALTER TABLE ledger_entries ADD COLUMN readme_sha256 TEXT",
+)
+
+
+# What the guard triggers refuse, (table, statement, why), in both backends' schemas
+# (``pipelines.ledger.postgres_schema`` writes the same rules in its trigger syntax).
+REFUSALS_V2 = (
+    ("ledger_meta", "UPDATE", "the ledger identity is fixed"),
+    ("ledger_meta", "DELETE", "the ledger identity is fixed"),
+    ("lifetimes", "DELETE", "a pinned lifetime changes only by set_lifetime"),
+    ("lifetime_changes", "UPDATE", "lifetime_changes is append-only"),
+    ("lifetime_changes", "DELETE", "lifetime_changes is append-only"),
+    ("ledger_entries", "DELETE", "a charge never goes away"),
+)
+REFUSALS_V3 = (
+    ("registrations", "UPDATE", "a registration never changes"),
+    ("registrations", "DELETE", "a registration never goes away"),
 )
 
 
@@ -83,12 +100,7 @@ _V2_TABLES = (
     """,
     # Guards against bugs, not against someone who can edit the file (the identity,
     # backups and the manifests' records are the defence there).
-    _trigger_refusing("ledger_meta", "UPDATE", "the ledger identity is fixed"),
-    _trigger_refusing("ledger_meta", "DELETE", "the ledger identity is fixed"),
-    _trigger_refusing("lifetimes", "DELETE", "a pinned lifetime changes only by set_lifetime"),
-    _trigger_refusing("lifetime_changes", "UPDATE", "lifetime_changes is append-only"),
-    _trigger_refusing("lifetime_changes", "DELETE", "lifetime_changes is append-only"),
-    _trigger_refusing("ledger_entries", "DELETE", "a charge never goes away"),
+    *(_trigger_refusing(*refusal) for refusal in REFUSALS_V2),
     """
     CREATE TRIGGER ledger_entries_charge_fixed
     BEFORE UPDATE OF run_id, dataset, privacy_unit, epsilon, delta ON ledger_entries
@@ -97,19 +109,35 @@ _V2_TABLES = (
 )
 
 
+# Version 2 -> 3: the registry record of each charge, written with it (append-only).
+_V3_TABLES = (
+    """
+    CREATE TABLE registrations (
+        run_id        TEXT PRIMARY KEY REFERENCES ledger_entries (run_id),
+        tier          TEXT,
+        policy_sha256 TEXT,
+        purpose       TEXT,
+        owner         TEXT,
+        approval      TEXT
+    )
+    """,
+    *(_trigger_refusing(*refusal) for refusal in REFUSALS_V3),
+)
+
+
 def _create_schema(connection: sqlite3.Connection, path: Path) -> None:
-    """Version 0 (a new, empty file) -> version 2, with a fresh identity."""
+    """Version 0 (a new, empty file) -> the current version, with a fresh identity."""
     if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
         raise OSError(f"{path} is not a dprelease ledger (tables without a schema version)")
     connection.execute(_CREATE_ENTRIES)
     connection.execute(_CREATE_INDEX)
-    for statement in _V2_TABLES:
+    for statement in _V2_TABLES + _V3_TABLES:
         connection.execute(statement)
     _create_identity(connection)
 
 
 def _migrate_v1(connection: sqlite3.Connection, path: Path) -> None:
-    """Version 1 -> 2: digest columns, canonical dataset names, the new tables, an identity.
+    """Version 1 -> 3: digest columns, canonical dataset names, the new tables, an identity.
 
     Entries and charges are kept as they are; spellings of one dataset name merge into
     one budget (the sum of their charges). No lifetime is pinned: a version 1 file does
@@ -130,9 +158,16 @@ def _migrate_v1(connection: sqlite3.Connection, path: Path) -> None:
             connection.execute(
                 "UPDATE ledger_entries SET dataset = ? WHERE dataset = ?", (canonical, name)
             )
-    for statement in _V2_TABLES:
+    for statement in _V2_TABLES + _V3_TABLES:
         connection.execute(statement)
     _create_identity(connection)
+
+
+def _migrate_v2(connection: sqlite3.Connection) -> None:
+    """Version 2 -> 3: the registrations table; earlier charges have no registration."""
+    for statement in _V3_TABLES:
+        connection.execute(statement)
+    connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
 
 def _create_identity(connection: sqlite3.Connection) -> None:
@@ -151,6 +186,8 @@ def _prepare_schema(connection: sqlite3.Connection, path: Path) -> tuple[str, st
         _create_schema(connection, path)
     elif found == 1:
         _migrate_v1(connection, path)
+    elif found == 2:
+        _migrate_v2(connection)
     elif found != _SCHEMA_VERSION:
         raise OSError(
             f"ledger {path} has schema version {found}, "

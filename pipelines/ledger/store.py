@@ -5,16 +5,29 @@ from __future__ import annotations
 from typing import Protocol
 
 from pipelines.ledger.model import BudgetState, FinalStatus, LedgerEntry, Lifetime, LifetimeChange
+from pipelines.ledger.registration import Registration
 
 
 class LedgerStore(Protocol):
     """The seam between the release job and where the ledger lives.
 
-    Invariants of every store (docs/privacy.md, lifetime budgets): charges never go
-    away; the lifetime a budget is checked against is the pinned one; a pin changes only
-    through ``set_lifetime``, which records the change; dataset arguments are taken
-    through ``dataset_name``.
+    Invariants of every store (docs/privacy.md §10, §12): charges never go away; the
+    lifetime a budget is checked against is the pinned one; a pin changes only through
+    ``set_lifetime``, which records the change; a dataset charged under a policy tier
+    stays bound to it; dataset arguments are taken through ``dataset_name``. The two
+    stores, ``SqliteLedger`` and ``PostgresLedger``, share one implementation of these
+    (``SqlLedger``) and one contract test suite.
     """
+
+    @property
+    def location(self) -> str:
+        """Where the ledger lives, for messages (a path, or a server URL without secrets)."""
+        ...
+
+    @property
+    def created_at(self) -> str:
+        """When the ledger's identity was created (ISO 8601, UTC)."""
+        ...
 
     @property
     def identity(self) -> str:
@@ -22,15 +35,24 @@ class LedgerStore(Protocol):
         ...
 
     def reserve(
-        self, entry: LedgerEntry, lifetime_epsilon: float, lifetime_delta: float
+        self,
+        entry: LedgerEntry,
+        lifetime_epsilon: float,
+        lifetime_delta: float,
+        registration: Registration | None = None,
     ) -> BudgetState:
-        """Atomically check the lifetime budget and charge ``entry``; the state after it.
+        """Atomically check the lifetime budget and the policy tier, and charge ``entry``;
+        the state after it.
 
-        The first reservation of a (dataset, privacy unit) pins the lifetime given;
-        later ones raise LifetimeMismatch, charging nothing, if it differs from the pin.
-        Raises BudgetRefused, and charges nothing, if the spend would pass
-        ``pinned lifetime · (1 + BUDGET_TOLERANCE)`` in ε or δ. Reserving the same
-        entry again (a retried call) is a no-op that returns the state.
+        In one write transaction: raises TierMismatch if the dataset is bound to
+        another tier than ``registration.tier`` (no registration: no tier); the first
+        reservation of a (dataset, privacy unit) pins the lifetime given, and a later one
+        raises LifetimeMismatch if it differs from the pin; BudgetRefused if the spend
+        plus the entry would pass ``pinned lifetime · (1 + BUDGET_TOLERANCE)`` in ε or δ.
+        Any error inserts and pins nothing. ``registration`` (tier and registry fields) is
+        recorded with the charge. Reserving an identical reserved entry again (a retried
+        call whose first commit went through) returns the state without charging again;
+        any other reuse of a run id is a ValueError.
         """
         ...
 
@@ -43,15 +65,18 @@ class LedgerStore(Protocol):
         manifest_sha256: str | None = None,
         readme_sha256: str | None = None,
     ) -> None:
-        """Move a reserved run to ``published`` (with its version and the digests of its
-        manifest and README, all required) or ``failed``.
+        """Move a reserved run to ``published`` or ``failed``.
 
-        The charge stays either way. Repeating the same mark is a no-op.
+        ``published`` requires the version and the SHA-256 (64 lowercase hex digits) of
+        its ``manifest.json`` and ``README.md`` as published; ``failed`` takes none of
+        them. The charge stays either way. Repeating the same mark is a no-op; any other
+        change of a final status is a ValueError, an unknown run id a KeyError.
         """
         ...
 
     def entries(self, dataset: str | None = None) -> list[LedgerEntry]:
-        """All entries in reservation order, optionally of one dataset."""
+        """All entries in reservation (commit) order, optionally of one dataset (any
+        spelling ``dataset_name`` maps to it)."""
         ...
 
     def state(
@@ -59,8 +84,9 @@ class LedgerStore(Protocol):
     ) -> BudgetState:
         """The budget of (dataset, privacy_unit) under its pinned lifetime.
 
-        Raises LifetimeMismatch if a pinned lifetime differs from the one given; with no
-        pin, the given lifetime is used and nothing is pinned.
+        Raises LifetimeMismatch if a pinned lifetime differs from the one given. A
+        budget with no pin (never charged, or charged before schema version 2) is shown
+        under the given lifetime, and nothing is pinned: ``state`` never writes.
         """
         ...
 
@@ -77,13 +103,37 @@ class LedgerStore(Protocol):
         reason: str,
         actor: str,
     ) -> None:
-        """Pin (dataset, privacy_unit) to the lifetime (ε, δ) and record the change."""
+        """Pin (dataset, privacy_unit) to the lifetime (ε, δ) and record the change.
+
+        The only way to change a pinned lifetime, or to pin one before the first
+        reservation. In one transaction it sets the pin and appends a row (old values or
+        None, new values, reason, actor, UTC time) to ``lifetime_changes``. ``reason``
+        and ``actor`` must be non-blank. Setting the pinned value again changes and
+        records nothing. A lifetime below the spend is allowed: the budget then has 0
+        remaining and refuses every run (docs/privacy.md §10).
+        """
         ...
 
     def lifetime_changes(self, dataset: str | None = None) -> list[LifetimeChange]:
         """Every recorded lifetime change in order, optionally of one dataset."""
         ...
 
+    def registrations(self) -> dict[str, Registration]:
+        """Run id -> the registration recorded with its charge (runs charged before
+        registrations existed have none)."""
+        ...
+
+    def bound_tier(self, dataset: str) -> str | None:
+        """The policy tier the dataset is bound to, None if it has no tiered charge."""
+        ...
+
     def published_versions_of(self, release: str) -> dict[str, LedgerEntry]:
-        """Version name -> the published entry of that version of ``release``."""
+        """Version name -> the published entry of that version of ``release``.
+
+        The release's visible versions can be checked against it: a version the ledger
+        does not know, or whose manifest or README digest differs from the recorded one,
+        was not published through this ledger as it is now. Should two published entries
+        name one version (not possible through ``mark`` of one release directory), the
+        later one is returned.
+        """
         ...

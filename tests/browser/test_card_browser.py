@@ -21,10 +21,9 @@ from pyspark.sql import SparkSession
 from pipelines.card_charts import VALUE_COLOUR
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
-from tests.privacy.conftest import audit_config
-from tests.spark.conftest import EVENTS, write_rows
+from tests.support import EVENTS, audit_config, write_rows
 
-pytestmark = [pytest.mark.spark, pytest.mark.browser]
+pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("DPRELEASE_CHROMIUM", "/usr/bin/chromium")
 # As the machine's closed network needs: no background connections, no first-run work.

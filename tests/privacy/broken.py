@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.functions import pandas_udf
@@ -62,7 +62,7 @@ def bound_contributions_ignoring_l0(
 
 # Wrong unit: every row bounded as if it were its own privacy unit (row-level bounding).
 def select_encoded_with_rows_as_units(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
-    unit = plan.config.privacy_unit.column
+    unit = plan.columns.privacy_unit
     row_ids = rows.withColumn(unit, F.monotonically_increasing_id().cast(T.StringType()))
     return REAL_SELECT_ENCODED(row_ids, plan)
 
@@ -81,9 +81,9 @@ def apply_float_noise_to_sums(
 ) -> DataFrame:
     """The real noise step, then every SUM replaced by double(sum) + float Laplace noise."""
     released = REAL_APPLY_NOISE(aggregated, plan, source)  # type: ignore[arg-type]
-    keys = plan.config.partition_columns
+    keys = list(plan.columns.partition_columns)
     for output in plan.outputs:
-        if output.metric != "sum":
+        if not output.kind.on_grid:
             continue
         assert output.encoding is not None
         g = output.encoding.grid.step
@@ -100,9 +100,7 @@ def apply_float_noise_to_sums(
     return released
 
 
-def passing_output_contract(
-    spark: SparkSession, plan: ReleasePlan, expected: object, data: Path
-) -> Verdict:
+def passing_output_contract(plan: ReleasePlan, expected: object, data: Path) -> Verdict:
     """The output contract with every check switched off (it would catch off-grid sums)."""
     return Verdict("output", {})
 

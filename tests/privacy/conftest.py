@@ -7,9 +7,6 @@ never import tests/.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
 from pyspark import cloudpickle
 
@@ -20,28 +17,6 @@ import tests.privacy.recording
 
 for _module in (tests.doubles, tests.privacy.broken, tests.privacy.recording):
     cloudpickle.register_pickle_by_value(_module)  # type: ignore[no-untyped-call]
-
-# A lifetime budget no test run can exhaust: every run_release reserves its spend.
-HUGE_LIFETIME = {"epsilon": 1e9, "delta": 0.5}
-
-
-def audit_config(output_root: Path, input_path: Path, **overrides: Any) -> dict[str, Any]:
-    """A config mapping for the privacy suite; ``overrides`` replace top-level fields."""
-    raw: dict[str, Any] = {
-        "release": {"name": "audit", "output_root": str(output_root), "data_period": "P1"},
-        "input": {"path": str(input_path)},
-        "privacy_unit": {"column": "user"},
-        "partition_columns": ["key"],
-        "contribution_bounds": {"max_partitions_per_unit": 1, "max_rows_per_unit_per_partition": 4},
-        "metrics": [
-            {"metric": "count"},
-            {"metric": "sum", "column": "value", "lower": 0.0, "upper": 10.0},
-            {"metric": "mean", "column": "value", "lower": 0.0, "upper": 10.0},
-        ],
-        "budget": {"epsilon": 4.0, "delta": 1e-4},
-        "ledger": {"dataset": "audit", "lifetime_budget": dict(HUGE_LIFETIME)},
-    }
-    return raw | overrides
 
 
 @pytest.fixture

@@ -25,9 +25,7 @@ from pipelines.integrity import open_ledger
 from pipelines.job import run_release, start_run
 from pipelines.release import published_versions
 from tests.doubles import ZeroNoise
-from tests.privacy.conftest import audit_config
-
-pytestmark = pytest.mark.spark
+from tests.support import audit_config
 
 EVENTS = pa.schema([("user", pa.string()), ("key", pa.string()), ("value", pa.float64())])
 

@@ -33,9 +33,8 @@ from jobs.cli import main
 from pipelines.config import config_from_mapping
 from pipelines.errors import ExitCode, InputContractError
 from pipelines.job import run_release
-from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import EVENTS
-from tests.spark.conftest import write_rows
+from tests.support import audit_config, write_rows
 
 REPO = Path(__file__).resolve().parents[2]
 CANARY_KEY = "key-QVXCANARYKEY7731"

@@ -15,7 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from pyspark.sql import SparkSession
 
 from pipelines.config import config_from_mapping
@@ -23,11 +22,7 @@ from pipelines.display import format_interval
 from pipelines.job import run_release
 from pipelines.release import read_manifest, verify_release
 from tests.doubles import CertainKeysOnly
-from tests.privacy.conftest import audit_config
-
-pytestmark = pytest.mark.spark
-
-EVENTS = pa.schema([("user", pa.string()), ("key", pa.string()), ("value", pa.float64())])
+from tests.support import EVENTS, audit_config
 
 
 def _rows(keys: int = 8, units: int = 40) -> list[dict[str, Any]]:

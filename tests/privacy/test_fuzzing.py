@@ -36,8 +36,8 @@ from jobs.cli import exit_code_for
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
 from pipelines.release import read_manifest, verify_release
-from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import off_grid_columns
+from tests.support import audit_config
 
 # These audits need ceilings above production (see the fixture).
 pytestmark = pytest.mark.usefixtures("audit_limits")

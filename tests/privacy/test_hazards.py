@@ -32,8 +32,15 @@ from scipy.stats import chi2
 
 import pipelines.job
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
-from pipelines.aggregation import EXACT, aggregate_partitions
-from pipelines.bounding import UNIT, encode_value, encoded_column
+from pipelines.aggregation import aggregate_partitions
+from pipelines.bounding import (
+    EXACT,
+    UNIT,
+    BoundingSalt,
+    bound_contributions,
+    encode_value,
+    encoded_column,
+)
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
 from pipelines.ledger import SqliteLedger
@@ -47,9 +54,8 @@ from pipelines.release import (
 )
 from tests.doubles import ZeroNoise
 from tests.privacy.broken import use_variant
-from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import EVENTS
-from tests.spark.conftest import write_rows
+from tests.support import audit_config, write_rows
 
 # These audits need ceilings above production (see the fixture).
 pytestmark = pytest.mark.usefixtures("audit_limits")
@@ -161,15 +167,26 @@ RAW = "__raw_value"
 
 def select_encoded_with_raw_values(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
     """Broken (with the aggregation below): carries each row's clamped double along."""
-    config = plan.config
     encoding = plan.encodings["sum_value"]
     value = F.col(encoding.column).cast(T.DoubleType())
     return rows.select(
-        F.col(config.privacy_unit.column).alias(UNIT),
-        *[F.col(name) for name in config.partition_columns],
+        F.col(plan.columns.privacy_unit).alias(UNIT),
+        *[F.col(name) for name in plan.columns.partition_columns],
         *[encode_value(e.column, e).alias(encoded_column(n)) for n, e in plan.encodings.items()],
         F.least(F.greatest(value, F.lit(encoding.lower)), F.lit(encoding.upper)).alias(RAW),
     )
+
+
+REAL_BOUND_CONTRIBUTIONS = bound_contributions
+
+
+def bound_contributions_keeping_raw(
+    encoded: DataFrame, plan: ReleasePlan, salt: BoundingSalt
+) -> DataFrame:
+    """Broken (with the aggregation below): each kept cell also carries a double sum."""
+    cells = REAL_BOUND_CONTRIBUTIONS(encoded.drop(RAW), plan, salt)
+    raw = encoded.groupBy(UNIT, "key").agg(F.sum(RAW).alias(RAW))
+    return cells.join(raw, on=[UNIT, "key"])
 
 
 def aggregate_partitions_in_double(bounded: DataFrame, plan: ReleasePlan) -> DataFrame:
@@ -242,6 +259,7 @@ def test_float_sums_release_is_bit_identical_under_repartitioning_and_exact(
     )
     assert [Fraction(s) for s in sums] == [exact] * layouts
     monkeypatch.setattr(pipelines.job, "select_encoded", select_encoded_with_raw_values)
+    monkeypatch.setattr(pipelines.job, "bound_contributions", bound_contributions_keeping_raw)
     monkeypatch.setattr(pipelines.job, "aggregate_partitions", aggregate_partitions_in_double)
     broken, _ = layouts_release(spark, tmp_path, rows, "double", layouts)
     assert len(set(broken)) > 1 or Fraction(broken[0]) != exact, broken

@@ -35,8 +35,8 @@ from pipelines.job import run_release
 from pipelines.release import read_manifest
 from tests.privacy.auditing import rate_interval
 from tests.privacy.broken import TripledKeepNoise, use_variant
-from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import EVENTS
+from tests.support import audit_config
 
 # These audits need ceilings above production (see the fixture).
 pytestmark = pytest.mark.usefixtures("audit_limits")

@@ -17,14 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from dp_ops.selection import TruncatedGeometricSelection
+from dp_ops.selection_rules import TruncatedGeometricSelection
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
 from pipelines.release import read_manifest, verify_release
 from tests.privacy.auditing import AuditReport, audit
 from tests.privacy.broken import use_variant
-from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import Design, off_grid_columns, statistics, write_neighbours
+from tests.support import audit_config
 
 # These audits need ceilings above production (see the fixture).
 pytestmark = pytest.mark.usefixtures("audit_limits")

@@ -33,9 +33,8 @@ from pipelines.noising import SecureNoise, apply_noise, noise_step
 from pipelines.plan import build_plan
 from tests.doubles import ZeroNoise
 from tests.privacy.broken import CapturedGeneratorNoise
-from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import EVENTS
-from tests.spark.conftest import write_rows
+from tests.support import audit_config, write_rows
 
 KEYS = 3000
 MAX_COLLISIONS = 5

@@ -24,9 +24,7 @@ from pipelines.errors import ExitCode
 from pipelines.job import run_release
 from pipelines.plan import build_plan
 from tests.doubles import CertainKeysOnly, ZeroNoise
-from tests.privacy.conftest import audit_config
-
-pytestmark = pytest.mark.spark
+from tests.support import audit_config
 
 EVENTS = pa.schema([("user", pa.string()), ("key", pa.string()), ("value", pa.float64())])
 

@@ -26,10 +26,9 @@ from pipelines.config import config_from_mapping
 from pipelines.errors import ExitCode
 from pipelines.ledger import SqliteLedger
 from pipelines.release import read_manifest
-from tests.privacy.conftest import audit_config
 from tests.privacy.neighbours import EVENTS
 from tests.privacy.recording import read_records
-from tests.spark.conftest import write_rows
+from tests.support import audit_config, write_rows
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = 120

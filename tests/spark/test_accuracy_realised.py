@@ -23,9 +23,7 @@ from pyspark.sql import SparkSession
 from pipelines.accuracy import expected_accuracy
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
-from tests.privacy.conftest import audit_config
-
-pytestmark = pytest.mark.spark
+from tests.support import audit_config
 
 KEYS, UNITS, MIDDLE = 300, 100, 5.0
 

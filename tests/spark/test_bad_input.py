@@ -33,7 +33,7 @@ from pipelines.release import (
     read_manifest,
     verify_release,
 )
-from tests.spark.conftest import EVENTS, raw_job_config, write_rows
+from tests.support import EVENTS, raw_job_config, write_rows
 
 CANARY = "ZQXCANARY31337"
 Edit = Callable[[dict[str, Any], Path], None]

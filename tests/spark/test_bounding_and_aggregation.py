@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from benchmarks.pipeline import sorts_of_row_grain_data
 from pipelines.aggregation import aggregate_partitions
 from pipelines.bounding import (
     UNIT,
@@ -22,8 +24,9 @@ from pipelines.bounding import (
     select_encoded,
 )
 from pipelines.job import clean_rows
-from pipelines.plan import build_plan
-from tests.spark.conftest import job_config, write_rows
+from pipelines.metric_kinds import ROWS
+from pipelines.plan import ReleasePlan, build_plan
+from tests.support import job_config, write_rows
 
 SCHEMA = pa.schema([("user", pa.string()), ("key", pa.string()), ("value", pa.float64())])
 
@@ -47,23 +50,68 @@ def heavy_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_rows(tmp_path_factory.mktemp("heavy") / "rows.parquet", rows[:3000], SCHEMA)
 
 
-def test_each_unit_touches_at_most_l0_partitions_and_linf_rows(
+def test_each_unit_keeps_at_most_l0_cells_each_inside_its_bounds(
     spark: SparkSession, tmp_path: Path, heavy_rows: Path
 ) -> None:
     plan = build_plan(job_config(tmp_path, heavy_rows))
     frame = clean_rows(spark.read.parquet(str(heavy_rows)), plan)
-    bounded = bound_contributions(select_encoded(frame, plan), plan, BoundingSalt.fresh())
-    per_unit = bounded.groupBy(UNIT).agg(F.count_distinct("key").alias("keys")).collect()
-    assert max(r["keys"] for r in per_unit) <= 3
+    cells = bound_contributions(select_encoded(frame, plan), plan, BoundingSalt.fresh()).collect()
+    assert len({(r[UNIT], r["key"]) for r in cells}) == len(cells)  # one row per cell
+    per_unit = Counter(r[UNIT] for r in cells)
+    assert max(per_unit.values()) <= 3
     # Units with at least 3 keys keep exactly 3 (the sample never drops below L0).
-    assert sum(r["keys"] == 3 for r in per_unit) >= 40
-    per_cell = bounded.groupBy(UNIT, "key").count().collect()
-    assert max(r["count"] for r in per_cell) <= 2
-    low, high = plan.encodings["sum_value"].lo_units, plan.encodings["sum_value"].hi_units
-    extremes = bounded.agg(
-        F.min(encoded_column("sum_value")), F.max(encoded_column("sum_value"))
-    ).first()
-    assert extremes is not None and low <= extremes[0] and extremes[1] <= high
+    assert sum(count == 3 for count in per_unit.values()) >= 40
+    sums, means = plan.encodings["sum_value"], plan.encodings["mean_value"]
+    for row in cells:
+        c = row[ROWS]
+        assert 1 <= c <= 2
+        assert c * sums.lo_units <= row["sum__sum_value"] <= c * sums.hi_units
+        assert abs(row["nsum__mean_value"]) <= c * means.width
+
+
+def _reference_cells(
+    rows: list[dict[str, object]], plan: ReleasePlan
+) -> dict[tuple[object, object], dict[str, int]]:
+    """DP_REFERENCE 2b, step 2, in plain Python integers (the oracle)."""
+    linf = plan.bounds.max_rows_per_unit_per_partition
+    sums, means = plan.encodings["sum_value"], plan.encodings["mean_value"]
+    grouped: dict[tuple[object, object], list[float]] = {}
+    for row in rows:
+        grouped.setdefault((row["user"], row["key"]), []).append(float(row["value"]))  # type: ignore[arg-type]
+    out = {}
+    for cell, values in grouped.items():
+        n, c = len(values), min(len(values), linf)
+        units = [int(u) for u in sums.grid.encode(values, sums.lower, sums.upper)]
+        total = min(max(sum(units), c * sums.lo_units), c * sums.hi_units)
+        m_units = [int(u) for u in means.grid.encode(values, means.lower, means.upper)]
+        centred = sum(2 * (u - means.lo_units) - means.width for u in m_units)
+        scaled = abs(centred) * c // n
+        out[cell] = {
+            ROWS: c,
+            "sum__sum_value": total,
+            "nsum__mean_value": scaled if centred >= 0 else -scaled,
+        }
+    return out
+
+
+def test_cell_contributions_match_the_reference_definition(
+    spark: SparkSession, tmp_path: Path, heavy_rows: Path
+) -> None:
+    """Aggregate-first bounding: c = min(n, Linf), sums clamped, centred sums scaled by c/n."""
+    bounds = {"max_partitions_per_unit": 1000, "max_rows_per_unit_per_partition": 3}
+    plan = build_plan(job_config(tmp_path, heavy_rows, contribution_bounds=bounds))
+    frame = clean_rows(spark.read.parquet(str(heavy_rows)), plan)
+    cells = bound_contributions(select_encoded(frame, plan), plan, BoundingSalt.fresh())
+    raw = [r.asDict() for r in frame.collect()]
+    reference = _reference_cells(raw, plan)
+    assert any(len([r for r in raw if (r["user"], r["key"]) == k]) > 3 for k in reference)
+    got = {
+        (r[UNIT], r["key"]): {
+            name: r[name] for name in (ROWS, "sum__sum_value", "nsum__mean_value")
+        }
+        for r in cells.collect()
+    }
+    assert got == reference
 
 
 def _sorted_aggregates(frame: DataFrame) -> list[tuple[object, ...]]:
@@ -88,13 +136,13 @@ def test_aggregates_are_bit_identical_under_repartitioning_and_shuffles(
     assert aggregates(source.orderBy(F.rand(seed=11)).repartition(5)) == reference
     assert aggregates(source.orderBy(F.desc("value")).coalesce(3)) == reference
 
-    # The same sums computed exactly with Fractions from the bounded rows.
+    # The same sums computed exactly with Fractions from the bounded cells.
     bounded = bound_contributions(select_encoded(source, plan), plan, salt).collect()
     encoding = plan.encodings["sum_value"]
     exact: dict[str, Fraction] = {}
     for row in bounded:
         exact[row["key"]] = exact.get(row["key"], Fraction(0)) + Fraction(
-            row[encoded_column("sum_value")]
+            row["sum__sum_value"]
         ) * Fraction(encoding.grid.step)
     by_key = {row[0]: row for row in reference}
     columns = aggregate_partitions(
@@ -122,10 +170,10 @@ def test_the_sample_depends_only_on_the_units_own_rows(
     assert kept_alone == kept_with_others
 
 
-def test_physical_plan_shuffles_twice(
+def test_physical_plan_shuffles_twice_and_sorts_no_rows(
     spark: SparkSession, tmp_path: Path, heavy_rows: Path
 ) -> None:
-    """Bounding and the per-(unit, partition) step share one shuffle by unit; one more by key."""
+    """One shuffle of rows by unit, one of cells by key; the only sort is of cells."""
     plan = build_plan(job_config(tmp_path, heavy_rows))
     frame = clean_rows(spark.read.parquet(str(heavy_rows)), plan)
     aggregated = aggregate_partitions(
@@ -134,9 +182,8 @@ def test_physical_plan_shuffles_twice(
     physical = aggregated._jdf.queryExecution().executedPlan().toString()
     exchanges = [line for line in physical.splitlines() if "Exchange hashpartitioning" in line]
     assert len(exchanges) == 2, physical
-    # One sort of the rows serves both windows.
-    assert sum("Sort [" in line for line in physical.splitlines()) == 1, physical
-    assert f"hashpartitioning({UNIT}" in exchanges[-1] or f"hashpartitioning({UNIT}" in exchanges[0]
+    assert f"hashpartitioning({UNIT}" in exchanges[-1], physical
+    assert sorts_of_row_grain_data(physical) == [], physical
 
 
 def test_equal_encodings_share_one_column_and_different_ones_do_not(

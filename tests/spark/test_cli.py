@@ -14,7 +14,7 @@ import yaml
 
 from jobs.cli import _parser, main
 from pipelines.errors import ExitCode
-from tests.spark.conftest import job_config
+from tests.support import job_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,10 +82,11 @@ def test_no_cli_option_reaches_a_test_hook() -> None:
     options = {
         option for sub in subcommands for item in sub._actions for option in item.option_strings
     }
-    # verify --config names the ledger to check against; set-lifetime takes the new values.
+    # verify --config names the ledger to check against; set-lifetime takes the new values;
+    # registry names its ledger (--config or --ledger) and filters by --dataset.
     allowed = {"-h", "--help", "--supersede", "--config", "--format", "--limit", "--offset"}
     allowed |= {"--units"}  # plan: partition sizes to report expected intervals at
-    assert options <= allowed | {"--epsilon", "--delta", "--reason"}
+    assert options <= allowed | {"--epsilon", "--delta", "--reason", "--ledger", "--dataset"}
     top = {option for item in parser._actions for option in item.option_strings}
     assert top <= {"-h", "--help", "--version", "--verbose"}
 

@@ -37,7 +37,7 @@ from pipelines.noising import release_schema
 from pipelines.plan import build_plan
 from pipelines.release import published_versions, read_manifest, verify_release
 from tests.doubles import ZeroNoise
-from tests.spark.conftest import job_config, write_rows
+from tests.support import job_config, write_rows
 
 # Executors unpickle this module's doubles and data source by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
@@ -310,15 +310,7 @@ def _staged(tmp_path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Pa
 def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_path: Path) -> None:
     plan = build_plan(job_config(tmp_path, tmp_path / "unused.parquet"))
     grid = plan.encodings["sum_value"].grid.step
-    fields = [pa.field("key", pa.string())]
-    for output in plan.outputs:
-        value = pa.int64() if output.metric in ("count", "privacy_id_count") else pa.float64()
-        fields += [
-            pa.field(output.name, value),
-            pa.field(f"{output.name}_std", pa.float64()),
-            pa.field(f"{output.name}_ci_low", value),
-            pa.field(f"{output.name}_ci_high", value),
-        ]
+    fields = list(release_schema(plan, T.StructType([T.StructField("key", T.StringType())])))
     schema = pa.schema(fields)
 
     def row(key: str, **changes: Any) -> dict[str, Any]:
@@ -340,7 +332,7 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
     keys = T.StructType([T.StructField("key", T.StringType())])
     expected = release_schema(plan, keys)
     good = _staged(tmp_path / "good", [row("A"), row("B")], schema)
-    assert check_output_contract(spark, plan, expected, good).error is None
+    assert check_output_contract(plan, expected, good).error is None
 
     bad_rows = [
         row("A", count=9),  # above its ci_high
@@ -350,9 +342,7 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
         row("D", mean_value=11.0, mean_value_ci_high=11.0),  # outside [lower, upper]
         row("E", privacy_id_count=-1, privacy_id_count_ci_low=-1),  # negative count
     ]
-    verdict = check_output_contract(
-        spark, plan, expected, _staged(tmp_path / "bad", bad_rows, schema)
-    )
+    verdict = check_output_contract(plan, expected, _staged(tmp_path / "bad", bad_rows, schema))
     assert isinstance(verdict.error, OutputContractError)
     message = str(verdict.error)
     for part in (
@@ -368,9 +358,7 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
 
     missing = schema.remove(schema.get_field_index("mean_value_std"))
     rows = [{k: v for k, v in row("A").items() if k != "mean_value_std"}]
-    verdict = check_output_contract(
-        spark, plan, expected, _staged(tmp_path / "schema", rows, missing)
-    )
+    verdict = check_output_contract(plan, expected, _staged(tmp_path / "schema", rows, missing))
     assert isinstance(verdict.error, OutputContractError)
     assert "release schema" in str(verdict.error)
     assert verdict.results["output_schema"]["success"] is False

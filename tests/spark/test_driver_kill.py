@@ -22,7 +22,7 @@ from jobs.cli import main
 from pipelines.errors import ExitCode
 from pipelines.ledger import SqliteLedger
 from pipelines.release import VERSION_PATTERN, published_versions, read_manifest, verify_release
-from tests.spark.conftest import raw_job_config
+from tests.support import raw_job_config
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("before_aggregation", "after_noise", "during_publish", "after_publish")

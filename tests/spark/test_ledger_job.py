@@ -16,7 +16,7 @@ from pipelines.config import config_from_mapping
 from pipelines.errors import ExitCode
 from pipelines.ledger import SqliteLedger, parse_entries
 from pipelines.release import published_versions, read_manifest, verify_release
-from tests.spark.conftest import raw_job_config
+from tests.support import raw_job_config
 
 
 def write_config(path: Path, raw: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from pipelines.job import run_release
 from pipelines.manifest import manifest_schema, validate_manifest
 from pipelines.release import published_versions, read_manifest, verify_release
 from tests.doubles import ZeroNoise
-from tests.spark.conftest import job_config
+from tests.support import job_config
 
 
 def released_rows(version_path: str) -> dict[str, dict[str, Any]]:
@@ -36,10 +36,13 @@ def test_noiseless_release_has_exact_bounded_aggregates(
     rows = released_rows(result.path)
     assert set(rows) == {"A", "B", "C"}  # the null-key row is dropped, not released
     assert [rows[k]["privacy_id_count"] for k in "ABC"] == [2, 2, 1]
-    # u1 keeps 2 of its 3 rows in A (Linf = 2); null unit and NaN rows are dropped.
+    # u1's cell in A has n = 3 rows: it counts c = min(3, Linf = 2); null unit and NaN
+    # rows are dropped.
     assert [rows[k]["count"] for k in "ABC"] == [3, 2, 1]
-    # Clamping: 20 -> 10 and -5 -> 0.
-    assert [rows[k]["sum_value"] for k in "ABC"] == [10.0, 10.0, 7.0]
+    # Aggregate first: u1's cell total 12 lies inside [c*0, c*10] and is kept whole (row
+    # sampling would have kept 8); clamping of values: 20 -> 10 and -5 -> 0.
+    assert [rows[k]["sum_value"] for k in "ABC"] == [14.0, 10.0, 7.0]
+    # u1's mean sum is scaled by c/n = 2/3: 2 rows of its mean 4, then u2's 2.
     assert rows["A"]["mean_value"] == pytest.approx(10 / 3, abs=1e-9)
     assert rows["B"]["mean_value"] == pytest.approx(5.0)
     assert rows["C"]["mean_value"] == pytest.approx(7.0)

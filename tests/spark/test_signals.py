@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from pipelines.errors import ExitCode
-from tests.spark.conftest import raw_job_config
+from tests.support import raw_job_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,8 @@ from pipelines.accuracy import (
 from pipelines.config import ConfigError, config_from_mapping
 from pipelines.display import format_budget, format_interval
 from pipelines.errors import ExitCode
-from pipelines.plan import build_plan, describe_plan
+from pipelines.plan import build_plan
+from pipelines.plan_description import describe_plan
 from tests.unit.test_plan import raw_config
 
 TARGETS: dict[str, Any] = {

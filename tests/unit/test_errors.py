@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from jobs.cli import exit_code_for, failure_line
-from pipelines.aggregation import ArithmeticBoundError
 from pipelines.errors import (
     RETRY_ADVICE,
     AlreadyPublished,
@@ -23,6 +22,7 @@ from pipelines.errors import (
     VerifyFailed,
 )
 from pipelines.ledger import BudgetRefused, LifetimeMismatch
+from pipelines.plan_limits import ArithmeticBoundError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

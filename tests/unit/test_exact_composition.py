@@ -13,7 +13,8 @@ from dp_ops.accounting import MechanismSpend, compose
 from dp_ops.calibration import exact_shares, float_down, float_up
 from pipelines.config import config_from_mapping, load_config
 from pipelines.ledger.model import LedgerEntry
-from pipelines.plan import build_plan, describe_plan
+from pipelines.plan import build_plan
+from pipelines.plan_description import describe_plan
 from tests.unit.test_plan import raw_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""The persistent privacy budget ledger: charges, refusals, persistence, concurrency, pinned
+"""The ledger contract suite (every test taking ``ledger`` runs against SQLite and a real
+PostgreSQL server) and the SQLite specifics: charges, refusals, persistence, concurrency, pinned
 lifetimes, identity, dataset names, digests of published versions, schema migration."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 
@@ -32,6 +34,7 @@ from pipelines.ledger import (
     parse_entries,
     published_entry,
 )
+from tests.ledger_backends import execute_raw
 
 DIGESTS = {
     "manifest_sha256": hashlib.sha256(b"manifest.json").hexdigest(),
@@ -60,13 +63,8 @@ def reservation(
     )
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> SqliteLedger:
-    return SqliteLedger(tmp_path / "ledger.sqlite")
-
-
-def test_sqlite_ledger_is_a_ledger_store(ledger: SqliteLedger) -> None:
-    """SqliteLedger satisfies the LedgerStore seam the release job is written against."""
+def test_both_ledgers_are_ledger_stores(ledger: LedgerStore) -> None:
+    """Each backend satisfies the LedgerStore seam the release job is written against."""
     store: LedgerStore = ledger
     assert store.entries() == []
     assert store.identity == ledger.identity
@@ -74,7 +72,7 @@ def test_sqlite_ledger_is_a_ledger_store(ledger: SqliteLedger) -> None:
     assert store.published_versions_of("weekly") == {}
 
 
-def test_reserve_charges_and_returns_the_state_after_the_charge(ledger: SqliteLedger) -> None:
+def test_reserve_charges_and_returns_the_state_after_the_charge(ledger: LedgerStore) -> None:
     """A reservation is charged at once; ε and δ add up across runs (basic composition)."""
     first = ledger.reserve(reservation(0.25, 1e-7), 1.0, 1e-5)
     assert (first.spent_epsilon, first.spent_delta) == (0.25, 1e-7)
@@ -86,7 +84,7 @@ def test_reserve_charges_and_returns_the_state_after_the_charge(ledger: SqliteLe
     assert [entry.status for entry in ledger.entries()] == ["reserved", "reserved"]
 
 
-def test_lifetime_admits_exactly_five_runs_of_a_fifth(ledger: SqliteLedger) -> None:
+def test_lifetime_admits_exactly_five_runs_of_a_fifth(ledger: LedgerStore) -> None:
     """Exact boundary: ε=0.2 five times fits a lifetime of 1.0 and the sixth is refused.
 
     In floats 0.2+0.2+0.2+0.2+0.2 is not 1.0 and the exact sum of five doubles 0.2 is
@@ -101,7 +99,7 @@ def test_lifetime_admits_exactly_five_runs_of_a_fifth(ledger: SqliteLedger) -> N
     assert len(ledger.entries()) == 5
 
 
-def test_ten_tenths_fit_where_float_addition_would_drift(ledger: SqliteLedger) -> None:
+def test_ten_tenths_fit_where_float_addition_would_drift(ledger: LedgerStore) -> None:
     """Amounts are summed exactly: ten runs of 0.1 fit 1.0 though float addition gives 0.999…9."""
     assert sum([0.1] * 10) != 1.0  # the hazard this guards against
     for _ in range(10):
@@ -111,7 +109,7 @@ def test_ten_tenths_fit_where_float_addition_would_drift(ledger: SqliteLedger) -
 
 
 def test_the_slack_never_admits_more_than_lifetime_times_one_plus_1e12(
-    ledger: SqliteLedger,
+    ledger: LedgerStore,
 ) -> None:
     """Charges are never rounded down: a spend past lifetime·(1+1e-12) is refused."""
     ledger.reserve(reservation(1.0), 1.0, 0.0)
@@ -125,7 +123,7 @@ def test_the_slack_never_admits_more_than_lifetime_times_one_plus_1e12(
     assert spent <= Fraction(1) * (1 + Fraction(1, 10**12))
 
 
-def test_delta_is_budgeted_like_epsilon(ledger: SqliteLedger) -> None:
+def test_delta_is_budgeted_like_epsilon(ledger: LedgerStore) -> None:
     """δ adds across runs and a run that would pass the lifetime δ is refused, even with ε left."""
     ledger.reserve(reservation(0.1, 6e-6), 10.0, 1e-5)
     with pytest.raises(BudgetRefused):
@@ -134,7 +132,7 @@ def test_delta_is_budgeted_like_epsilon(ledger: SqliteLedger) -> None:
         ledger.reserve(reservation(0.1, 1e-7, dataset="pure"), 10.0, 0.0)
 
 
-def test_refusal_names_the_budget_and_charges_nothing(ledger: SqliteLedger) -> None:
+def test_refusal_names_the_budget_and_charges_nothing(ledger: LedgerStore) -> None:
     """A refused run leaves no row; its message names dataset, privacy unit, requested and
     remaining budget, and the exception survives pickling (it crosses process boundaries)."""
     ledger.reserve(reservation(0.75), 1.0, 1e-6)
@@ -152,7 +150,7 @@ def test_refusal_names_the_budget_and_charges_nothing(ledger: SqliteLedger) -> N
     assert copy.state == refused.value.state
 
 
-def test_failed_and_published_runs_stay_charged(ledger: SqliteLedger) -> None:
+def test_failed_and_published_runs_stay_charged(ledger: LedgerStore) -> None:
     """mark only changes the status: failed and published runs keep their charge."""
     failed = reservation(0.4)
     published = reservation(0.4)
@@ -167,7 +165,7 @@ def test_failed_and_published_runs_stay_charged(ledger: SqliteLedger) -> None:
     assert statuses == {failed.run_id: ("failed", None), published.run_id: ("published", "v0001")}
 
 
-def test_mark_allows_only_reserved_to_final_and_repeats_are_no_ops(ledger: SqliteLedger) -> None:
+def test_mark_allows_only_reserved_to_final_and_repeats_are_no_ops(ledger: LedgerStore) -> None:
     """Status moves once, reserved → published|failed; the same mark again is a no-op
     (orchestrator retry); changing a final status or marking an unknown run is an error."""
     entry = reservation()
@@ -187,7 +185,7 @@ def test_mark_allows_only_reserved_to_final_and_repeats_are_no_ops(ledger: Sqlit
     assert ledger.entries()[0].version == "v0002"
 
 
-def test_a_retried_reservation_is_not_charged_twice(ledger: SqliteLedger) -> None:
+def test_a_retried_reservation_is_not_charged_twice(ledger: LedgerStore) -> None:
     """The run id is the primary key: repeating an identical reservation is a no-op, and
     reusing a run id for other values or after a final status is refused."""
     entry = reservation(0.3)
@@ -203,7 +201,7 @@ def test_a_retried_reservation_is_not_charged_twice(ledger: SqliteLedger) -> Non
     assert ledger.state("ratings", "user_id", 1.0, 0.0).spent_epsilon == 0.3
 
 
-def test_datasets_and_privacy_units_have_separate_budgets(ledger: SqliteLedger) -> None:
+def test_datasets_and_privacy_units_have_separate_budgets(ledger: LedgerStore) -> None:
     """A budget belongs to one (dataset, privacy unit): spending one leaves the others whole."""
     ledger.reserve(reservation(1.0), 1.0, 0.0)
     ledger.reserve(reservation(1.0, privacy_unit="household_id"), 1.0, 0.0)
@@ -215,7 +213,7 @@ def test_datasets_and_privacy_units_have_separate_budgets(ledger: SqliteLedger) 
     assert len(ledger.entries()) == 3
 
 
-def test_remaining_is_clamped_when_the_lifetime_is_lowered(ledger: SqliteLedger) -> None:
+def test_remaining_is_clamped_when_the_lifetime_is_lowered(ledger: LedgerStore) -> None:
     """set_lifetime may lower a pinned lifetime below the spend: every further run is then
     refused and the state reports 0 remaining, never a negative budget."""
     ledger.reserve(reservation(0.8), 1.0, 0.0)
@@ -244,7 +242,7 @@ def test_ledger_persists_across_reopen(tmp_path: Path) -> None:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_invalid_entries_and_lifetimes_are_rejected(ledger: SqliteLedger) -> None:
+def test_invalid_entries_and_lifetimes_are_rejected(ledger: LedgerStore) -> None:
     """Amounts must be finite and non-negative with δ < 1, timestamps UTC, and a version only
     on published entries; a non-reserved entry cannot be reserved."""
     for bad in (float("nan"), float("inf"), -0.1):
@@ -266,7 +264,7 @@ def test_invalid_entries_and_lifetimes_are_rejected(ledger: SqliteLedger) -> Non
     assert ledger.entries() == []
 
 
-def test_published_entry_finds_the_latest_version_of_a_period(ledger: SqliteLedger) -> None:
+def test_published_entry_finds_the_latest_version_of_a_period(ledger: LedgerStore) -> None:
     """Idempotency support: the latest published run of (release, period), ignoring failed
     and reserved runs; a supersede is a new run and is charged again."""
     old, failed, newer = reservation(0.2), reservation(0.2), reservation(0.2)
@@ -284,7 +282,7 @@ def test_published_entry_finds_the_latest_version_of_a_period(ledger: SqliteLedg
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_export_round_trips_exactly(ledger: SqliteLedger, fmt: str) -> None:
+def test_export_round_trips_exactly(ledger: LedgerStore, fmt: str) -> None:
     """export_entries then parse_entries gives back equal entries, bit-exact amounts,
     including awkward text (commas, quotes, non-ASCII) and a missing version."""
     ledger.reserve(reservation(0.1, 1e-7, release='a,"b"', data_period="Q1 — ü"), 1.0, 1e-5)
@@ -432,7 +430,7 @@ def test_a_version_1_ledger_is_migrated_keeping_entries_and_charges(tmp_path: Pa
     _v1_ledger(path, V1_ROWS)
     ledger = SqliteLedger(path)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 3
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     connection.close()
     assert {"ledger_meta", "lifetimes", "lifetime_changes"} <= tables
@@ -477,9 +475,9 @@ def test_a_failed_migration_leaves_the_version_1_file_unchanged(tmp_path: Path) 
         assert connection.execute(
             "SELECT count(*) FROM sqlite_master WHERE name = 'ledger_meta'"
         ).fetchone() == (0,)
-        connection.execute("PRAGMA user_version = 3")
+        connection.execute("PRAGMA user_version = 4")
     connection.close()
-    with pytest.raises(OSError, match="schema version 3"):
+    with pytest.raises(OSError, match="schema version 4"):
         SqliteLedger(path)
 
 
@@ -522,7 +520,7 @@ def test_a_deleted_or_replaced_ledger_is_refused_not_restarted(tmp_path: Path) -
 
 
 def test_the_first_reservation_pins_the_lifetime_and_a_larger_one_is_refused(
-    ledger: SqliteLedger,
+    ledger: LedgerStore,
 ) -> None:
     """A later config with a larger lifetime is refused with LifetimeMismatch and charges
     nothing, in reserve and in state; the message names the field, both values and the
@@ -550,7 +548,7 @@ def test_the_first_reservation_pins_the_lifetime_and_a_larger_one_is_refused(
     assert ledger.state("ratings", "user_id", 1.0, 1e-6).spent_epsilon == 0.9
 
 
-def test_state_of_an_uncharged_budget_pins_nothing(ledger: SqliteLedger) -> None:
+def test_state_of_an_uncharged_budget_pins_nothing(ledger: LedgerStore) -> None:
     """state() of a budget never charged reports the configured lifetime and pins nothing;
     a refused first reservation pins nothing either."""
     state = ledger.state("ratings", "user_id", 3.0, 0.0)
@@ -566,7 +564,7 @@ def test_state_of_an_uncharged_budget_pins_nothing(ledger: SqliteLedger) -> None
 
 
 def test_set_lifetime_admits_the_new_lifetime_and_records_the_change(
-    ledger: SqliteLedger,
+    ledger: LedgerStore,
 ) -> None:
     """set_lifetime is the only way to a larger lifetime: after it the new lifetime is
     admitted, the old one is refused, and lifetime_changes holds who, why, when and the
@@ -596,7 +594,7 @@ def test_set_lifetime_admits_the_new_lifetime_and_records_the_change(
     assert ledger.pinned_lifetime("ratings", "user_id") == (2.0, 1e-6)
 
 
-def test_set_lifetime_pins_before_first_use_and_needs_a_reason(ledger: SqliteLedger) -> None:
+def test_set_lifetime_pins_before_first_use_and_needs_a_reason(ledger: LedgerStore) -> None:
     """A lifetime can be pinned before any run (old values None); a blank reason or actor
     or an invalid lifetime is refused and records nothing; the history is append-only."""
     for reason, actor in (("", "alice"), ("   ", "alice"), ("why", " ")):
@@ -613,21 +611,22 @@ def test_set_lifetime_pins_before_first_use_and_needs_a_reason(ledger: SqliteLed
     with pytest.raises(LifetimeMismatch):
         ledger.reserve(reservation(0.1, dataset="sessions", privacy_unit="device"), 1.0, 0.0)
     ledger.reserve(reservation(0.1), 1.0, 0.0)
-    with sqlite3.connect(ledger.path) as connection:
-        for statement in (
-            "DELETE FROM lifetime_changes",
-            "UPDATE lifetime_changes SET actor = 'x'",
-        ):
-            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-                connection.execute(statement)
-        with pytest.raises(sqlite3.DatabaseError, match="set_lifetime"):
-            connection.execute("DELETE FROM lifetimes")
-        with pytest.raises(sqlite3.DatabaseError, match="never goes away"):
-            connection.execute("DELETE FROM ledger_entries")
-    connection.close()
+    refusals = {
+        "DELETE FROM lifetime_changes": "append-only",
+        "UPDATE lifetime_changes SET actor = 'x'": "append-only",
+        "DELETE FROM lifetimes": "set_lifetime",
+        "DELETE FROM ledger_entries": "never goes away",
+        "UPDATE ledger_entries SET epsilon = 0": "never changes",
+        "DELETE FROM registrations": "never goes away",
+        "UPDATE ledger_meta SET identity = identity": "identity is fixed",
+    }
+    for statement, why in refusals.items():
+        with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match=why):
+            execute_raw(ledger, statement)
+    assert len(ledger.entries()) == 1
 
 
-def test_spellings_of_a_dataset_name_share_one_budget(ledger: SqliteLedger) -> None:
+def test_spellings_of_a_dataset_name_share_one_budget(ledger: LedgerStore) -> None:
     """' MovieLens ' and 'movielens' are one dataset: entries store the canonical name and
     state, entries, set_lifetime and lifetime_changes accept any spelling of it."""
     assert dataset_name(" MovieLens ") == "movielens"
@@ -646,7 +645,7 @@ def test_spellings_of_a_dataset_name_share_one_budget(ledger: SqliteLedger) -> N
 
 
 def test_published_entries_record_the_digests_of_manifest_and_readme(
-    ledger: SqliteLedger,
+    ledger: LedgerStore,
 ) -> None:
     """mark(published) needs both digests (64 lowercase hex); failed takes none; the same
     mark again is a no-op, other digests are refused; published_versions_of maps version
@@ -681,7 +680,7 @@ def test_published_entries_record_the_digests_of_manifest_and_readme(
         )
 
 
-def test_exports_made_before_the_digest_fields_still_parse(ledger: SqliteLedger) -> None:
+def test_exports_made_before_the_digest_fields_still_parse(ledger: LedgerStore) -> None:
     """A version 1 export (no digest fields) parses, digests None, in both formats."""
     entry = reservation()
     ledger.reserve(entry, 1.0, 0.0)

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace
 from pipelines.config import ConfigError, config_from_mapping
-from pipelines.plan import PublicPartitions, build_plan, describe_plan
+from pipelines.plan import PublicPartitions, build_plan
+from pipelines.plan_description import describe_plan
 
 
 def raw_config(**overrides: Any) -> dict[str, Any]:

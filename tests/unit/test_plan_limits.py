@@ -30,21 +30,24 @@ from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from dp_ops.samplers import sample_discrete_gaussian, sample_discrete_laplace
 from dp_ops.selection import (
     MAX_KEEP_TABLE_LENGTH,
-    GaussianThresholdSelection,
-    LaplaceThresholdSelection,
-    TruncatedGeometricSelection,
     keep_table_length_lower_bound,
     truncated_geometric_keep_table,
 )
+from dp_ops.selection_rules import (
+    GaussianThresholdSelection,
+    LaplaceThresholdSelection,
+    TruncatedGeometricSelection,
+)
 from pipelines.config import ConfigError, JobConfig, config_from_mapping
+from pipelines.metric_kinds import VARIANCE
 from pipelines.plan import (
     ArithmeticBoundError,
     Encoding,
     ReleasePlan,
     build_plan,
     check_exact_arithmetic,
-    describe_plan,
 )
+from pipelines.plan_description import describe_plan
 from pipelines.plan_limits import (
     MAX_GAUSSIAN_SIGMA_SQUARED_UNITS,
     MAX_LAPLACE_SCALE_UNITS,
@@ -128,9 +131,19 @@ def test_the_proof_refuses_integers_too_large_for_exact_sums() -> None:
     check_exact_arithmetic(plan)  # the plan as built passes
     output = plan.outputs[3]
     assert output.encoding is not None
+    # A mean's cells add at most Linf·W: even the widest grid fits.
     wide = dataclasses.replace(output.encoding, lo_units=-(2**40), hi_units=2**40)
     outputs = (*plan.outputs[:3], dataclasses.replace(output, encoding=wide))
+    check_exact_arithmetic(dataclasses.replace(plan, outputs=outputs))
+    # A variance's cells add up to Linf·W²: W = 2**41 passes every limit.
+    squares = (*plan.outputs[:3], dataclasses.replace(output, kind=VARIANCE, encoding=wide))
     with pytest.raises(ArithmeticBoundError, match=r"^metrics\[3\] \(mean_v\):.*10\*\*38"):
+        check_exact_arithmetic(dataclasses.replace(plan, outputs=squares))
+    # W² = 2**62 fits a long, but Linf = 2 such rows in one cell do not.
+    narrow = dataclasses.replace(output.encoding, lo_units=0, hi_units=2**31)
+    outputs = (*plan.outputs[:3], dataclasses.replace(output, kind=VARIANCE, encoding=narrow))
+    assert plan.bounds.max_rows_per_unit_per_partition * 2**62 > 2**63 - 1
+    with pytest.raises(ArithmeticBoundError, match=r"must fit a long"):
         check_exact_arithmetic(dataclasses.replace(plan, outputs=outputs))
 
 

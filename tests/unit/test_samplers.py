@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pytest
 from scipy import stats
 
-from dp_ops import samplers
+from dp_ops import bernoulli, samplers
 from dp_ops.entropy import OsRandomBits, uniform_below
 from dp_ops.samplers import (
     sample_bernoulli,
@@ -246,7 +246,7 @@ def test_discrete_gaussian_tiny_variance_uses_exact_path() -> None:
 
 def test_bernoulli_exp_neg_one_rate() -> None:
     """Bernoulli(exp(-1)) (mixed-radix table + Algorithm 1 tail): binomial test, alpha = 1e-4."""
-    draws = samplers._bernoulli_exp_neg_one(OsRandomBits(), 400_000)
+    draws = bernoulli.bernoulli_exp_neg_one(OsRandomBits(), 400_000)
     assert_rate(int(draws.sum()), draws.size, math.exp(-1))
 
 
@@ -257,14 +257,14 @@ def test_bernoulli_exp_neg_one_rate() -> None:
 )
 def test_bernoulli_exp_neg_const_rate(gamma: Fraction) -> None:
     """Bernoulli(exp(-γ)) for constant γ, incl. a 71-bit denominator: alpha = 1e-4."""
-    draws = samplers._bernoulli_exp_neg_const(OsRandomBits(), gamma, 200_000)
+    draws = bernoulli.bernoulli_exp_neg_const(OsRandomBits(), gamma, 200_000)
     assert_rate(int(draws.sum()), draws.size, math.exp(-float(gamma)))
 
 
 def test_bernoulli_enclosed_exact_settlement() -> None:
     """Uninformative bounds [0, 1] force every draw through the exact rational settlement."""
     size = 2_000
-    draws = samplers._bernoulli_enclosed(
+    draws = bernoulli.bernoulli_enclosed(
         OsRandomBits(), np.zeros(size), np.ones(size), lambda _i: Fraction(1, 3)
     )
     assert_rate(int(draws.sum()), size, 1 / 3)
@@ -274,7 +274,7 @@ def test_exact_scalar_bernoulli_exp_neg_rate() -> None:
     """The scalar exact Algorithm 1 (fallback path) at γ = 1.25: binomial test, alpha = 1e-4."""
     bits = OsRandomBits()
     trials = 5_000
-    hits = sum(samplers._bernoulli_exp_neg_exact(bits, Fraction(5, 4)) for _ in range(trials))
+    hits = sum(bernoulli.bernoulli_exp_neg_exact(bits, Fraction(5, 4)) for _ in range(trials))
     assert_rate(hits, trials, math.exp(-1.25))
 
 
@@ -282,7 +282,7 @@ def test_uniform_below_int_multiword_range() -> None:
     """Bounds beyond 2**62 use several words and stay in range, both halves populated."""
     bits = OsRandomBits()
     bound = 3 * 2**100 + 7
-    values = [samplers._uniform_below_int(bits, bound) for _ in range(2_000)]
+    values = [bernoulli.uniform_below_int(bits, bound) for _ in range(2_000)]
     assert all(0 <= v < bound for v in values)
     assert_rate(sum(v < bound // 2 for v in values), len(values), 0.5)
 

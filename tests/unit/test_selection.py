@@ -12,15 +12,16 @@ import pytest
 from dp_ops.calibration import delta_for_rho, rho_for_epsilon_delta
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace
 from dp_ops.selection import (
-    GaussianThresholdSelection,
-    LaplaceThresholdSelection,
-    TruncatedGeometricSelection,
     gaussian_threshold,
     keep_probabilities,
-    keep_probability_for_units,
     laplace_threshold,
     per_partition_budget,
     truncated_geometric_keep_table,
+)
+from dp_ops.selection_rules import (
+    GaussianThresholdSelection,
+    LaplaceThresholdSelection,
+    TruncatedGeometricSelection,
 )
 
 TABLE_PARAMETERS = [
@@ -186,7 +187,7 @@ RULES = [
 def test_keep_probability_is_monotone_and_bounded(
     rule: TruncatedGeometricSelection | LaplaceThresholdSelection | GaussianThresholdSelection,
 ) -> None:
-    values = [keep_probability_for_units(rule, n) for n in range(0, 400)]
+    values = [rule.keep_probability(n) for n in range(0, 400)]
     assert values[0] == 0.0
     assert all(0.0 <= v <= 1.0 for v in values)
     assert all(a <= b for a, b in itertools.pairwise(values))

@@ -29,6 +29,7 @@ exit code                    task outcome
 4 input contract failed      failed, never retried (fix the input first)
 6 verify found a problem     failed, never retried
 7 output contract failed     failed, never retried (a bug: report it)
+8 policy refused             failed, never retried (the tier's rule refuses again)
 1 internal error, any other  failed, retried (a lost cluster, a killed driver...)
 130, 143 interrupted         failed, retried (SIGINT or SIGTERM: the run was marked
                              failed and its staging removed; its charge stays)
@@ -65,6 +66,7 @@ NOT_RETRIED = {
     4: "input contract failed",
     6: "verify found a problem",
     7: "output contract failed (a bug: report it)",
+    8: "refused by the dataset's policy tier",
 }
 
 

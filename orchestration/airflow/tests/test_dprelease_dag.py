@@ -121,7 +121,7 @@ def versions(tmp: Path, name: str) -> list[str]:
 def test_exit_code_policy() -> None:
     from dprelease_release import outcome
 
-    assert {code: outcome(code) for code in range(9)} == {
+    assert {code: outcome(code) for code in range(10)} == {
         0: "success",
         1: "retry",
         2: "fail",
@@ -130,7 +130,8 @@ def test_exit_code_policy() -> None:
         5: "success",
         6: "fail",
         7: "fail",
-        8: "retry",
+        8: "fail",
+        9: "retry",
     }
     assert outcome(137) == "retry"  # killed (e.g. by the OOM killer)
 

@@ -1,0 +1,116 @@
+"""The plan as `dprelease plan` prints it and the manifest records it (configuration only).
+
+Invariant: every number here is derived from the config; nothing comes from the data.
+"""
+
+from __future__ import annotations
+
+import math
+
+from dp_ops.grid import Grid, count_grid
+from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
+from dp_ops.selection_rules import ThresholdRule
+from pipelines.plan import NoisyAggregate, PublicPartitions, ReleasePlan
+from pipelines.plan_selection import Selection
+
+PLAN_UNIT_COUNTS = (1, 2, 5, 10, 20, 50, 100)
+
+
+def noise_params(noise: NoiseDistribution) -> dict[str, object]:
+    """A noise distribution's kind and parameters (float and exact)."""
+    if isinstance(noise, DiscreteLaplace):
+        return {"kind": noise.kind, "scale": float(noise.scale), "scale_exact": str(noise.scale)}
+    assert isinstance(noise, DiscreteGaussian)
+    return {
+        "kind": noise.kind,
+        "sigma": math.sqrt(noise.sigma_squared),
+        "sigma_squared_exact": str(noise.sigma_squared),
+    }
+
+
+def grid_of(plan: ReleasePlan, aggregate: NoisyAggregate) -> Grid:
+    """Grid of an aggregate's released units (counts are on the unit grid)."""
+    for output in plan.outputs:
+        if output.encoding is None:
+            continue
+        if any(role != "count" and name == aggregate.name for role, name in output.sources):
+            return output.encoding.grid
+    return count_grid()
+
+
+def describe_selection(selection: Selection) -> dict[str, object]:
+    """The selection rule as printed by `plan` and stored in the manifest."""
+    if isinstance(selection, PublicPartitions):
+        return {
+            "mechanism": "public",
+            "provenance": selection.provenance,
+            "epsilon": 0.0,
+            "delta": 0.0,
+        }
+    out: dict[str, object] = {
+        "mechanism": selection.spend().mechanism,
+        "epsilon": selection.epsilon,
+        "delta": selection.delta,
+        "epsilon_per_partition": selection.epsilon_p,
+        "delta_per_partition": selection.delta_p,
+        "min_units": selection.min_units,
+        "keep_probability_by_units": {
+            str(n): selection.keep_probability(n) for n in PLAN_UNIT_COUNTS
+        },
+    }
+    if isinstance(selection, ThresholdRule):
+        out["threshold"] = selection.threshold
+        out["threshold_noise"] = noise_params(selection.noise)
+    return out
+
+
+def _mechanism(plan: ReleasePlan, aggregate: NoisyAggregate) -> dict[str, object]:
+    grid = grid_of(plan, aggregate)
+    return {
+        "name": aggregate.name,
+        "noise": noise_params(aggregate.noise),
+        "grid": grid.step,
+        "l1_sensitivity": float(aggregate.sensitivity.l1),
+        "l2_sensitivity": aggregate.sensitivity.l2,
+        "per_partition_sensitivity": aggregate.sensitivity.per_partition,
+        "std": aggregate.noise.std() * grid.step,
+        "ci_half_width": aggregate.ci_half_width * grid.step,
+        "spend": aggregate.spend.to_dict(),
+    }
+
+
+def describe_plan(plan: ReleasePlan) -> dict[str, object]:
+    """The plan as a JSON-ready mapping: budget split, mechanisms, selection, totals.
+
+    Invariant: holds configuration-derived numbers only, nothing from the data.
+    """
+    composition, facts = plan.composition, plan.facts
+    shares: dict[str, float] = {o.name: o.budget_share for o in plan.outputs}
+    if not isinstance(plan.selection, PublicPartitions):
+        shares["selection"] = plan.split.weights["selection"]
+    return {
+        "budget": {
+            "epsilon": facts.budget_epsilon,
+            "delta": facts.budget_delta,
+            "noise": facts.noise,
+            "shares": shares,
+        },
+        "contribution_bounds": {
+            "max_partitions_per_unit": plan.bounds.max_partitions_per_unit,
+            "max_rows_per_unit_per_partition": plan.bounds.max_rows_per_unit_per_partition,
+        },
+        "selection": describe_selection(plan.selection),
+        "mechanisms": [_mechanism(plan, a) for a in plan.aggregates],
+        "confidence_level": plan.confidence_level,
+        "totals": {
+            "epsilon": composition.epsilon,
+            "epsilon_exact": composition.epsilon_exact,  # the exact rational total (§8)
+            "delta": composition.delta,
+            "rho": composition.rho,
+            "conversion_delta": composition.conversion_delta,
+        },
+        "group_privacy": [
+            {"group_size": g.group_size, "epsilon": g.epsilon, "delta": g.delta}
+            for g in plan.group_privacy
+        ],
+    }

@@ -1,0 +1,120 @@
+"""The README of a release version, generated from its manifest alone.
+
+Invariant: every line is a function of the manifest (configuration, plan and noisy
+figures only), so the README and the manifest cannot disagree (docs/privacy.md §9).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.manifest import INTERVALS
+from pipelines.metric_kinds import kind_of
+from pipelines.released import SUFFIXES, released_name
+
+
+def _heading(manifest: dict[str, Any]) -> list[str]:
+    release = manifest["release"]
+    lines = [
+        f"# {release['name']} {release['version']}",
+        "",
+        f"Data period: {release['data_period']}. Published {release['created_at']} "
+        f"(run {release['run_id']})."
+        + (f" Supersedes {release['supersedes']}." if release["supersedes"] else ""),
+        "",
+    ]
+    if release["description"]:
+        lines += [release["description"], ""]
+    return lines + _governance(manifest.get("governance"))
+
+
+def _governance(governance: dict[str, Any] | None) -> list[str]:
+    """The governance paragraph: policy tier and registry fields, if recorded (docs/privacy.md
+    §12)."""
+    if not governance:
+        return []
+    tier = governance.get("tier")
+    parts = [f"Policy tier: {tier}." if tier else "Policy tier: none (no policy applied)."]
+    for name in ("purpose", "owner", "approval"):
+        if governance.get(name):
+            parts.append(f"{name.capitalize()}: {governance[name]}.")
+    return [" ".join(parts), ""]
+
+
+def _guarantee(manifest: dict[str, Any]) -> list[str]:
+    privacy, bounds = manifest["privacy"], manifest["contribution_bounds"]
+    return [
+        "## Privacy guarantee",
+        "",
+        f"- ({privacy['epsilon']:.6g}, {privacy['delta']:.3g})-differential privacy for each "
+        f"privacy unit (`{privacy['privacy_unit']['column']}`: "
+        f"{privacy['privacy_unit']['time_scope']}).",
+        f"- Neighbouring datasets: {privacy['neighbouring_relation']}.",
+        f"- Composition: {manifest['composition']['statement']}",
+        f"- Conversion: {privacy['conversion']}.",
+        f"- Each unit contributes to at most {bounds['max_partitions_per_unit']} partition(s) "
+        f"and at most {bounds['max_rows_per_unit_per_partition']} row(s) per partition.",
+        "",
+        "Group privacy (a group of k units):",
+        "",
+        "| k | epsilon | delta |",
+        "|---|---|---|",
+        *[
+            f"| {g['group_size']} | {g['epsilon']:.6g} | {g['delta']:.3g} |"
+            for g in manifest["group_privacy"]
+        ],
+        "",
+    ]
+
+
+def _partitions(manifest: dict[str, Any]) -> list[str]:
+    partitions = manifest["partitions"]
+    return [
+        "## Partitions",
+        "",
+        f"Keys ({', '.join(partitions['columns'])}) released by: {partitions['mechanism']}"
+        + (
+            f" (epsilon {partitions['epsilon']:.6g}, delta {partitions['delta']:.3g})."
+            if partitions["mechanism"] != "public"
+            else f"; provenance: {partitions.get('provenance', '')}."
+        ),
+        "",
+    ]
+
+
+def _columns(manifest: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Columns",
+        "",
+        "| column | statistic | value bounds | grid | noise std (per partition) |",
+        "|---|---|---|---|---|",
+    ]
+    stds = {m["name"]: m["std"] for m in manifest["mechanisms"]}
+    for column in manifest["columns"]:
+        value_bounds = f"[{column['lower']:g}, {column['upper']:g}]" if "lower" in column else "-"
+        std = stds.get(column["mechanisms"][0], float("nan"))
+        noise = (
+            f"{std:.4g}"
+            if kind_of(column["metric"]).noise_is_absolute
+            else f"{std / 2:.4g} / count (see `{released_name(column['name'], 'std')}`)"
+        )
+        lines.append(
+            f"| `{column['name']}` | {column['metric']} | {value_bounds} | "
+            f"{column.get('grid', 1.0):g} | {noise} |"
+        )
+    return [*lines, ""]
+
+
+def render_readme(manifest: dict[str, Any]) -> str:
+    """A human README generated from the manifest alone (so the two cannot disagree)."""
+    lines = _heading(manifest) + _guarantee(manifest) + _partitions(manifest) + _columns(manifest)
+    lines += [
+        f"Each value comes with `{SUFFIXES['std']}`, `{SUFFIXES['ci_low']}` and "
+        f"`{SUFFIXES['ci_high']}` columns: a "
+        f"{manifest['confidence_level']:.0%} {INTERVALS}.",
+        "",
+        f"Rows: {manifest['data']['row_count']} in {len(manifest['data']['files'])} Parquet "
+        "file(s) under `data/`; checksums in `manifest.json`.",
+        "",
+    ]
+    return "\n".join(lines)
