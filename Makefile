@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CONFIG ?= conf/jobs/movielens.yaml
+CONFIG ?= conf/jobs/movielens_genres.yaml
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv check-java run test test-fast test-postgres test-privacy test-airflow lint bench package clean
+.PHONY: help venv check-java browser run test test-fast test-postgres test-privacy test-airflow lint bench package clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -26,11 +26,20 @@ venv: $(STAMP) ## Create .venv with the package, test and demo dependencies
 check-java: ## Check that Java 17+ is installed (Spark needs it)
 	@bash scripts/check-java.sh
 
-run: $(STAMP) ## Run the main job: a DP release of the bundled MovieLens ratings on local Spark
-	$(PY) -m jobs.demo_data data/movielens/ratings.parquet
-	$(VENV)/bin/dprelease run $(CONFIG)
+browser: ## Install the headless Chromium the card's browser test drives (Debian package; root)
+	bash scripts/install-browser.sh
 
-test: $(STAMP) ## The suite CI runs: unit, Spark, PostgreSQL ledger (a real server), privacy fast tier, standalone cluster
+run: $(STAMP) ## Run the main job (per-genre DP statistics of the bundled MovieLens ratings) and show it
+	$(PY) -m jobs.demo_data data/movielens/ratings.parquet
+	@status=0; summary=$$($(VENV)/bin/dprelease run $(CONFIG)) || status=$$?; \
+	echo "$$summary"; \
+	if [ $$status -eq 0 ] || [ $$status -eq 5 ]; then \
+	  path=$$(echo "$$summary" | tail -n 1 | $(PY) -c 'import json, sys; print(json.load(sys.stdin)["path"])'); \
+	  echo; $(VENV)/bin/dprelease show "$$path" --limit 10; \
+	fi; \
+	exit $$status
+
+test: $(STAMP) ## The suite CI runs: unit, Spark, PostgreSQL ledger (a real server), privacy fast tier, standalone cluster, card in Chromium
 	$(PY) -m pytest
 
 test-fast: $(STAMP) ## Run the tests that need no Spark session

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
-from dp_ops.calibration import epsilon_for_rho
+from dp_ops.calibration import epsilon_for_rho, float_up
 from dp_ops.checks import check_nonnegative
 
 __all__ = [
@@ -46,6 +47,8 @@ class MechanismSpend:
     The mechanism is (epsilon, delta)-DP, composed with rho-zCDP when rho is set (a
     Gaussian part). The sensitivities and noise scale are in grid units and are
     recorded for the manifest only; the accountant uses epsilon, delta and rho.
+    ``exact_epsilon``, when set, is the exact rational epsilon the mechanism spends
+    (``epsilon`` is then its nearest double) and is what composition adds up.
     """
 
     name: str
@@ -56,6 +59,12 @@ class MechanismSpend:
     l1_sensitivity: float | None = None
     l2_sensitivity: float | None = None
     noise_scale: float | None = None
+    exact_epsilon: Fraction | None = None
+
+    @property
+    def epsilon_rational(self) -> Fraction:
+        """The exact epsilon: ``exact_epsilon`` if set, else the double's exact value."""
+        return self.exact_epsilon if self.exact_epsilon is not None else Fraction(self.epsilon)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -84,7 +93,7 @@ class MechanismSpend:
             "l1_sensitivity": self.l1_sensitivity,
             "l2_sensitivity": self.l2_sensitivity,
             "noise_scale": self.noise_scale,
-        }
+        } | ({} if self.exact_epsilon is None else {"epsilon_exact": str(self.exact_epsilon)})
 
 
 @dataclass(frozen=True)
@@ -97,17 +106,40 @@ class Composition:
     rho: float
     conversion_delta: float
     statement: str
+    exact_epsilon: Fraction | None = None
+
+    @property
+    def epsilon_exact(self) -> str:
+        """The exact total epsilon as a rational string ("1", "3/10"), else the double's."""
+        return str(self.exact_epsilon if self.exact_epsilon is not None else self.epsilon)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view with every spend expanded."""
         return {
             "spends": [spend.to_dict() for spend in self.spends],
             "epsilon": self.epsilon,
+            "epsilon_exact": self.epsilon_exact,
             "delta": self.delta,
             "rho": self.rho,
             "conversion_delta": self.conversion_delta,
             "statement": self.statement,
         }
+
+
+_PARALLEL = (
+    "Parallel composition across partitions: one privacy unit touches at most L0 "
+    "partitions, and every sensitivity and per-partition selection budget above "
+    "already carries that L0 factor."
+)
+
+
+def _unique_names(spends: Sequence[MechanismSpend]) -> list[str]:
+    """The spends' names, refusing a name used twice."""
+    names = [spend.name for spend in spends]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate spend names: {duplicates}")
+    return names
 
 
 def compose(spends: Sequence[MechanismSpend], conversion_delta: float = 0.0) -> Composition:
@@ -117,15 +149,17 @@ def compose(spends: Sequence[MechanismSpend], conversion_delta: float = 0.0) -> 
     (epsilon_for_rho(ρ, conversion_delta), conversion_delta) by the tight CKS
     conversion. Totals: ε = Σε_i + ε(ρ), δ = Σδ_i + conversion_delta. With no zCDP part
     nothing is converted and conversion_delta is recorded (and charged) as 0.
+    The sums are exact rationals (each spend's ``epsilon_rational``, each delta's exact
+    value), and each total is the smallest double at or above its exact sum: a release
+    whose rational shares add up to epsilon = 1 composes to exactly 1.0, never below the
+    exact spend (docs/privacy.md §8).
     """
     check_nonnegative("conversion_delta", conversion_delta)
     spends = tuple(spends)
-    names = [spend.name for spend in spends]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate spend names: {duplicates}")
-    pure_epsilon = math.fsum(spend.epsilon for spend in spends)
-    pure_delta = math.fsum(spend.delta for spend in spends)
+    names = _unique_names(spends)
+    exact_pure_epsilon = sum((spend.epsilon_rational for spend in spends), Fraction(0))
+    exact_pure_delta = sum((Fraction(spend.delta) for spend in spends), Fraction(0))
+    pure_epsilon, pure_delta = float_up(exact_pure_epsilon), float_up(exact_pure_delta)
     rho = math.fsum(spend.rho for spend in spends if spend.rho is not None)
     zcdp_names = [spend.name for spend in spends if spend.rho is not None and spend.rho > 0]
 
@@ -150,15 +184,12 @@ def compose(spends: Sequence[MechanismSpend], conversion_delta: float = 0.0) -> 
         rho = 0.0
         conversion_delta = 0.0
         conversion_epsilon = 0.0
-    epsilon = pure_epsilon + conversion_epsilon
-    delta = pure_delta + conversion_delta
+    exact_epsilon = exact_pure_epsilon + Fraction(conversion_epsilon)
+    epsilon = float_up(exact_epsilon)
+    delta = float_up(exact_pure_delta + Fraction(conversion_delta))
     if delta >= 1:
         raise ValueError(f"total delta {delta!r} is >= 1: no guarantee")
-    parts.append(
-        "Parallel composition across partitions: one privacy unit touches at most L0 "
-        "partitions, and every sensitivity and per-partition selection budget above "
-        "already carries that L0 factor."
-    )
+    parts.append(_PARALLEL)
     parts.append(
         f"Total: (ε={_format(epsilon)}, δ={_format(delta)})-DP, neighbours differ by adding "
         "or removing all rows of one privacy unit."
@@ -170,6 +201,7 @@ def compose(spends: Sequence[MechanismSpend], conversion_delta: float = 0.0) -> 
         rho=rho,
         conversion_delta=conversion_delta,
         statement=" ".join(parts),
+        exact_epsilon=exact_epsilon,
     )
 
 

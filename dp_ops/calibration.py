@@ -22,6 +22,9 @@ __all__ = [
     "count_sensitivity",
     "delta_for_rho",
     "epsilon_for_rho",
+    "exact_shares",
+    "float_down",
+    "float_up",
     "gaussian_for_epsilon_delta",
     "gaussian_for_rho",
     "laplace_for_epsilon",
@@ -39,7 +42,11 @@ _BISECTION_STEPS = 200
 
 
 def _round_up(value: Fraction) -> Fraction:
-    """Smallest multiple of 1/NOISE_PARAMETER_DENOMINATOR that is >= value."""
+    """``value`` itself when its denominator is at most NOISE_PARAMETER_DENOMINATOR (an exact
+    share such as 10/3 stays exact), else the smallest multiple of 1/NOISE_PARAMETER_DENOMINATOR
+    that is >= value. Either way the result is >= value with a bounded denominator."""
+    if value.denominator <= NOISE_PARAMETER_DENOMINATOR:
+        return value
     numerator = math.ceil(value * NOISE_PARAMETER_DENOMINATOR)
     return Fraction(numerator, NOISE_PARAMETER_DENOMINATOR)
 
@@ -115,21 +122,22 @@ def sum_sensitivity(bounds: ContributionBounds, max_abs_units: int) -> Sensitivi
     )
 
 
-def laplace_for_epsilon(sensitivity: Sensitivity, epsilon: float) -> DiscreteLaplace:
+def laplace_for_epsilon(sensitivity: Sensitivity, epsilon: float | Fraction) -> DiscreteLaplace:
     """Discrete Laplace that is epsilon-DP for this sensitivity.
 
-    scale = l1/epsilon (with the exact rational value of the float epsilon), rounded UP
-    to a multiple of 2**-20, so l1/scale <= epsilon always.
+    scale = l1/epsilon (with the exact rational value of epsilon, a Fraction or a float),
+    kept exact when its denominator is at most 2**20, else rounded UP to a multiple of
+    2**-20, so l1/scale <= epsilon always (docs/privacy.md §8).
     """
-    check_positive("epsilon", epsilon)
+    check_positive("epsilon", float(epsilon))
     return DiscreteLaplace(_round_up(Fraction(sensitivity.l1) / Fraction(epsilon)))
 
 
 def gaussian_for_rho(sensitivity: Sensitivity, rho: float) -> DiscreteGaussian:
     """Discrete Gaussian that is rho-zCDP for this sensitivity (CKS 2020, Thm. 4).
 
-    sigma² = l2_squared/(2·rho), exact rational, rounded UP to a multiple of 2**-20,
-    so l2_squared/(2·sigma²) <= rho always.
+    sigma² = l2_squared/(2·rho), exact rational, kept when its denominator is at most
+    2**20, else rounded UP to a multiple of 2**-20, so l2_squared/(2·sigma²) <= rho always.
     """
     check_positive("rho", rho)
     return DiscreteGaussian(_round_up(Fraction(sensitivity.l2_squared) / (2 * Fraction(rho))))
@@ -271,3 +279,33 @@ def split_by_weights(total: float, weights: Mapping[str, float]) -> dict[str, fl
     while exceeds(list(shares.values())):
         shares = {key: math.nextafter(value, 0.0) for key, value in shares.items()}
     return shares
+
+
+def float_up(value: Fraction) -> float:
+    """The smallest double >= value: a charge or a total never shown below the exact one."""
+    result = float(value)
+    if Fraction(result) < value:
+        result = math.nextafter(result, math.inf)
+    return result
+
+
+def float_down(value: Fraction) -> float:
+    """The largest double <= value: a mechanism run with it spends at most ``value``."""
+    result = float(value)
+    if Fraction(result) > value:
+        result = math.nextafter(result, -math.inf)
+    return result
+
+
+def exact_shares(weights: Mapping[str, float]) -> dict[str, Fraction]:
+    """Budget shares as exact rationals that sum to exactly 1 (docs/privacy.md §8).
+
+    Each weight is read as the decimal the config states (0.1 is 1/10, through the
+    shortest repr of the double), then divided by their exact sum. Weights must be finite,
+    > 0 and sum to 1 within 1e-9 (as ``split_by_weights``). Invariant: ``sum(shares) == 1``
+    exactly, so epsilon times the shares composes back to epsilon with no rounding.
+    """
+    split_by_weights(1.0, weights)  # the same validation and messages
+    decimals = {key: Fraction(repr(float(weight))) for key, weight in weights.items()}
+    total = sum(decimals.values(), Fraction(0))
+    return {key: value / total for key, value in decimals.items()}

@@ -79,12 +79,15 @@ class _Rule:
 
     def spend(self) -> MechanismSpend:
         """(ε, δ) for the whole selection."""
+        terms = self._noise_terms()
         return MechanismSpend(
             name=SPEND_NAME,
             mechanism=self.mechanism,
             epsilon=self.epsilon,
             delta=self.delta,
-            **self._noise_terms(),
+            l1_sensitivity=terms.get("l1_sensitivity"),
+            l2_sensitivity=terms.get("l2_sensitivity"),
+            noise_scale=terms.get("noise_scale"),
         )
 
 

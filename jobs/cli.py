@@ -1,4 +1,4 @@
-"""The `dprelease` command line: run, plan, show, verify, schema, ledger, registry.
+"""The `dprelease` command line: run, plan, show, export, verify, schema, ledger, registry.
 
 Contract for orchestrators: logs go to stderr; `run` prints one JSON summary line on
 stdout; the exit code says what happened (see ``ExitCode``). No option reaches a test
@@ -21,14 +21,12 @@ from typing import TYPE_CHECKING
 
 from jobs.ledger_commands import add_ledger_parser, command_ledger
 from jobs.registry_commands import add_registry_parser, command_registry
+from jobs.show_commands import add_show_parsers, command_export, command_plan, command_show
 from pipelines.config import ConfigError, config_json_schema, load_config
 from pipelines.errors import RETRY_ADVICE, DprError, ExitCode, Terminated
-from pipelines.plan import build_plan
-from pipelines.plan_description import describe_plan
 from pipelines.release import (
     MANIFEST,
     published_versions,
-    read_manifest,
     unpublished_version_dirs,
     verify_release,
 )
@@ -85,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dprelease {_version()}")
     parser.add_argument(
-        "--verbose", action="store_true", help="on failure, also print the full trace"
+        "--verbose",
+        action="store_true",
+        help="Spark's own logs and progress bars; on failure, also the full trace",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a release job and publish a new version")
@@ -95,10 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish a new version even if this data period is already published",
     )
-    plan = sub.add_parser("plan", help="print the privacy plan of a job; reads no data")
-    plan.add_argument("config", help="job config (YAML)")
-    show = sub.add_parser("show", help="print a published version (or the latest of a release)")
-    show.add_argument("release_dir", help="a version directory, or a release directory")
+    add_show_parsers(sub)  # plan, show, export (jobs/show_commands.py)
     verify = sub.add_parser("verify", help="check a published version's files against its manifest")
     verify.add_argument(
         "release_dir", help="a version directory, or a release directory (all versions)"
@@ -113,23 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _versions(path: Path) -> list[Path]:
-    """A version directory as given, or every published version of a release directory."""
-    if (path / "manifest.json").is_file():
-        return [path]
-    versions = [v.path for v in published_versions(path)]
-    if not versions:
-        raise ConfigError(f"{path}: no published version here")
-    return versions
-
-
 def run_command(
-    config_path: str, supersede: bool = False, spark: SparkSession | None = None
+    config_path: str,
+    supersede: bool = False,
+    spark: SparkSession | None = None,
+    verbose: bool = False,
 ) -> ExitCode:
     """Run one release job and print the JSON summary line; errors propagate.
 
     With ``spark`` given, the run uses that session and leaves it running; otherwise it
-    creates a session and stops it at the end.
+    creates a session (quiet unless ``verbose``) and stops it at the end.
     """
     config = load_config(config_path)
     from jobs.session import create_session
@@ -139,7 +129,7 @@ def run_command(
     start = start_run(config, supersede=supersede)
     result = already_published(config, start, supersede=supersede)
     if result is None:
-        session = spark or create_session(f"dprelease:{config.release.name}")
+        session = spark or create_session(f"dprelease:{config.release.name}", verbose=verbose)
         try:
             result = run_release(session, config, supersede=supersede, start=start)
         finally:
@@ -161,31 +151,6 @@ def run_command(
     }
     print(json.dumps(summary), flush=True)
     return ExitCode.OK if result.status == "published" else ExitCode.ALREADY_PUBLISHED
-
-
-def _command_plan(args: argparse.Namespace) -> ExitCode:
-    """Print the plan of a config, or refuse it (exit 2) exactly as `run` would.
-
-    ``build_plan`` makes every check that depends only on the config (noise limits, the
-    selection rule, the exact-arithmetic proof; docs/privacy.md §3, §5, §6) and
-    ``govern`` the policy tier's (exit 8; §12), so this needs no Spark session and never
-    reads the ledger.
-    """
-    from pipelines.policy import govern
-
-    config = load_config(args.config)
-    plan = build_plan(config)
-    govern(config, plan)
-    print(json.dumps(describe_plan(plan), indent=2))
-    return ExitCode.OK
-
-
-def _command_show(args: argparse.Namespace) -> ExitCode:
-    version = _versions(Path(args.release_dir))[-1]
-    print((version / "README.md").read_text(encoding="utf-8"))
-    manifest = read_manifest(version)
-    print(json.dumps({"version": manifest["release"]["version"], "path": str(version)}))
-    return ExitCode.OK
 
 
 def _command_verify(args: argparse.Namespace) -> ExitCode:
@@ -224,8 +189,9 @@ def _command_schema(_: argparse.Namespace) -> ExitCode:
 COMMANDS = {
     "ledger": command_ledger,
     "registry": command_registry,
-    "plan": _command_plan,
-    "show": _command_show,
+    "plan": command_plan,
+    "show": command_show,
+    "export": command_export,
     "verify": _command_verify,
     "schema": _command_schema,
 }
@@ -282,7 +248,7 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
     try:
         if args.command == "run":
-            return int(run_command(args.config, args.supersede, spark))
+            return int(run_command(args.config, args.supersede, spark, args.verbose))
         return int(COMMANDS[args.command](args))
     except (Exception, KeyboardInterrupt, Terminated) as error:
         log.error("%s", failure_line(error))

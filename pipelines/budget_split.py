@@ -1,6 +1,7 @@
 """How a release's (epsilon, delta) is split over selection and the metrics' mechanisms.
 
-Invariants: the shares are the config's weights (or equal shares) and never sum above 1;
+Invariants: the shares are the config's weights (or equal shares) as exact rationals that
+sum to exactly 1, so epsilon times the shares composes back to epsilon (docs/privacy.md §8);
 selection takes its epsilon share and, with Laplace noise, all of delta (with Gaussian
 noise, delta is halved between selection and the one zCDP conversion of the metrics);
 the composed total is checked against the configured budget (docs/privacy.md §5).
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from dp_ops.accounting import Composition, MechanismSpend, compose
-from dp_ops.calibration import rho_for_epsilon_delta, split_by_weights
+from dp_ops.calibration import exact_shares, float_down, rho_for_epsilon_delta
 from pipelines.config import JobConfig
 from pipelines.plan_limits import check_share
 from pipelines.plan_selection import PublicPartitions, Selection
@@ -31,10 +33,10 @@ class BudgetSplit:
     noise: str  # "laplace" or "gaussian"
     private: bool  # private partition selection (else public keys)
     weights: Mapping[str, float]  # as configured (or equal): "selection" and output names
-    shares: Mapping[str, float]  # the weights as shares of 1 (their sum never above 1)
+    shares: Mapping[str, Fraction]  # the weights as exact shares of 1 (their sum is 1)
     selection_delta: float
     conversion_delta: float
-    metric_share: float  # the metrics' total share of epsilon
+    metric_share: Fraction  # the metrics' total share of epsilon
     rho_total: float  # the metrics' total rho (Gaussian noise), else 0
 
     @property
@@ -42,12 +44,22 @@ class BudgetSplit:
         """True when the metrics get discrete Gaussian noise."""
         return self.noise == "gaussian"
 
-    def share_budget(self, share: float, key: str) -> tuple[float, float]:
-        """(epsilon, rho) for a share of the whole budget (refused if it underflows to 0)."""
-        eps = self.epsilon * share
-        rho = self.rho_total * share / self.metric_share if self.gaussian else 0.0
-        check_share(eps if not self.gaussian else min(eps, rho), key)
+    def share_budget(self, share: Fraction, key: str) -> tuple[Fraction, float]:
+        """(epsilon, rho) for a share of the whole budget (refused if it underflows to 0).
+
+        The epsilon is exact (the double's exact value times the rational share); rho is
+        the largest double at or below its exact share of ``rho_total`` (§8).
+        """
+        eps = Fraction(self.epsilon) * share
+        rho = 0.0
+        if self.gaussian:
+            rho = float_down(Fraction(self.rho_total) * share / self.metric_share)
+        check_share(float(eps) if not self.gaussian else min(float(eps), rho), key)
         return eps, rho
+
+    def selection_epsilon(self) -> float:
+        """The largest double at or below selection's exact share: it spends at most that."""
+        return float_down(Fraction(self.epsilon) * self.shares["selection"])
 
     def compose(self, selection: Selection, aggregates: Iterable[NoisyAggregate]) -> Composition:
         """The composition of selection and every aggregate, checked against the budget."""
@@ -68,16 +80,20 @@ class BudgetSplit:
 
 
 def split_budget(config: JobConfig) -> BudgetSplit:
-    """The split of ``config``'s budget (docs/privacy.md §5)."""
+    """The split of ``config``'s budget in exact rational shares (docs/privacy.md §5, §8)."""
     weights = config.weights
-    shares = split_by_weights(1.0, weights)
+    shares = exact_shares(weights)
     epsilon, delta = config.budget.epsilon, config.budget.delta
     private = config.partition_selection.mechanism != "public"
     gaussian = config.noise == "gaussian"
     selection_delta = (delta / 2 if gaussian else delta) if private else 0.0
     conversion_delta = delta - selection_delta if gaussian else 0.0
-    metric_share = sum(shares[m.output_name] for m in config.metrics)
-    rho_total = rho_for_epsilon_delta(epsilon * metric_share, conversion_delta) if gaussian else 0.0
+    metric_share = sum((shares[m.output_name] for m in config.metrics), Fraction(0))
+    rho_total = (
+        rho_for_epsilon_delta(float_down(Fraction(epsilon) * metric_share), conversion_delta)
+        if gaussian
+        else 0.0
+    )
     return BudgetSplit(
         epsilon,
         delta,

@@ -12,7 +12,7 @@ without noise is logged or written outside the operator's staging area (docs/pri
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Literal
 
@@ -24,6 +24,7 @@ from pyspark.sql import types as T
 
 from pipelines.aggregation import add_public_partitions, aggregate_partitions
 from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded
+from pipelines.card import CARD, spend_history, write_card
 from pipelines.config import JobConfig
 from pipelines.contracts import (
     ObservedInput,
@@ -40,6 +41,7 @@ from pipelines.manifest import DataFile, ReleaseIdentity, build_manifest
 from pipelines.noising import NoiseSource, SecureNoise, apply_noise, release_schema
 from pipelines.plan import UNITS, ReleasePlan
 from pipelines.policy import governance_statement
+from pipelines.progress import Progress
 from pipelines.readme import render_readme
 from pipelines.release import (
     MANIFEST,
@@ -154,8 +156,10 @@ def _draw_noise(
 ) -> None:
     """The one pass over private rows: count the contract figures, judge them, then draw
     the noise once and write the noisy table to staging."""
-    plan = run.start.plan
-    candidates = aggregated.count()
+    plan, spark = run.start.plan, aggregated.sparkSession
+    with run.progress.data_pass(spark):
+        candidates = aggregated.count()
+    run.progress.step("read and bound")
     figures = observed.figures()
     run.report.summary["input"] = input_summary(figures, plan.contract)
     if run.public_keys is not None:
@@ -166,7 +170,9 @@ def _draw_noise(
     released = apply_noise(aggregated, plan, source)
     log.info("run %s: computing and writing the noisy release to staging", run.run_id)
     # Materialize the noisy table once; everything after reads these files.
-    released.write.mode("errorifexists").parquet(str(run.staging / NOISY_DIR))
+    with run.progress.data_pass(spark):
+        released.write.mode("errorifexists").parquet(str(run.staging / NOISY_DIR))
+    run.progress.step("noise")
 
 
 def stage(run: PreparedRun, source: NoiseSource) -> pa.Schema:
@@ -190,12 +196,14 @@ def stage(run: PreparedRun, source: NoiseSource) -> pa.Schema:
         staging / NOISY_DIR, staging / "data", schema, list(plan.columns.partition_columns)
     )
     discard_staging(staging / NOISY_DIR)
+    run.progress.step("write", "canonical layout in staging")
     return schema
 
 
 def check(spark: SparkSession, run: PreparedRun, schema: pa.Schema) -> list[DataFile]:
     """The output contract on the staged files, then their digests for the manifest."""
     run.report.record(check_output_contract(run.start.plan, schema, run.staging / "data"))
+    run.progress.step("contracts")
     return check_data_files(run.staging / "data", schema)
 
 
@@ -217,7 +225,7 @@ class _Staged:
 
 
 def _stamp(staged: _Staged, digests: dict[str, str], version: str) -> None:
-    """Write the manifest and README of ``version`` into staging (manifest last)."""
+    """Write the card, manifest and README of ``version`` into staging (manifest last)."""
     config, run = staged.config, staged.run
     identity = ReleaseIdentity.now(
         config.release.name, version, run.run_id, config.release.data_period, staged.previous
@@ -231,6 +239,10 @@ def _stamp(staged: _Staged, digests: dict[str, str], version: str) -> None:
         spend,
         governance=governance_statement(run.start.registration),
     )
+    # The card, from the manifest, the staged data and the ledger's charges (§9).
+    charges = run.start.ledger.entries(config.ledger.dataset)
+    history = spend_history(charges, run.run_id, config.privacy_unit.column, version)
+    write_card(run.staging, manifest, history)
     digests.update(write_text_last(run.staging, manifest, render_readme(manifest)))
 
 
@@ -273,12 +285,15 @@ def run_release(
     leave it None (exact CSPRNG noise). ``start`` is the caller's ``start_run(config)``
     if it already made it (the CLI does, before Spark).
     """
+    progress = Progress(log)
     start = start or start_run(config, supersede=supersede)
     found = already_published(config, start, supersede=supersede)
     if found is not None:
         return found
-    run = prepare_run(spark, config, start)
+    progress.step("plan", f"epsilon={start.plan.composition.epsilon:.6g}, inputs checked")
+    run = replace(prepare_run(spark, config, start), progress=progress)
     budget = reserve(config, run)
+    progress.step("charge")
     log.info("run %s: operator reports in %s", run.run_id, run.report.directory)
     try:
         schema = stage(run, source or SecureNoise())
@@ -292,7 +307,8 @@ def run_release(
         raise
     _mark(start.ledger, run.run_id, "published", version.name, digests)
     run.report.finish("published", version.name)
-    log.info("published %s %s", config.release.name, version.name)
+    progress.step("publish", version.name)
+    log.info("published %s %s; card: %s", config.release.name, version.name, version.path / CARD)
     return release_result("published", config, version, budget)
 
 

@@ -182,6 +182,7 @@ def _composition(plan: ReleasePlan, cumulative: dict[str, Any] | None) -> dict[s
     return {
         "statement": composition.statement,
         "epsilon": composition.epsilon,
+        "epsilon_exact": composition.epsilon_exact,  # the exact rational total (§8)
         "delta": composition.delta,
         "rho": composition.rho,
         "conversion_delta": composition.conversion_delta,

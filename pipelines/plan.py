@@ -154,7 +154,7 @@ def _metrics(
                 kind,
                 calibrated.encoding,
                 calibrated.sources,
-                split.shares[metric.output_name],
+                float(split.shares[metric.output_name]),
             )
         )
     return aggregates, outputs

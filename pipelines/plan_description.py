@@ -104,6 +104,7 @@ def describe_plan(plan: ReleasePlan) -> dict[str, object]:
         "confidence_level": plan.confidence_level,
         "totals": {
             "epsilon": composition.epsilon,
+            "epsilon_exact": composition.epsilon_exact,  # the exact rational total (§8)
             "delta": composition.delta,
             "rho": composition.rho,
             "conversion_delta": composition.conversion_delta,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from dp_ops.accounting import MechanismSpend
 from dp_ops.calibration import (
@@ -56,6 +57,7 @@ def _spend(name: str, noise: NoiseDistribution, sensitivity: Sensitivity) -> Mec
             mechanism=noise.kind,
             epsilon=float(sensitivity.l1 / noise.scale),
             delta=0.0,
+            exact_epsilon=sensitivity.l1 / noise.scale,  # exact rational (docs/privacy.md §8)
             l1_sensitivity=float(sensitivity.l1),
             l2_sensitivity=sensitivity.l2,
             noise_scale=float(noise.scale),
@@ -76,7 +78,7 @@ def _calibrate(
     name: str,
     source: str,
     sensitivity: Sensitivity,
-    budget: tuple[str, float, float, float],
+    budget: tuple[str, Fraction, float, float],
     metric: tuple[int, str],
 ) -> NoisyAggregate:
     """Noise for one aggregate: Laplace from an epsilon share, Gaussian from a rho share.
@@ -103,11 +105,11 @@ def _calibrate(
 
 
 def _value_noise_scale(
-    noise_kind: str, l0: int, per_partition_value: float, epsilon: float, rho: float
+    noise_kind: str, l0: int, per_partition_value: float, epsilon: Fraction, rho: float
 ) -> float:
     """Noise scale in value units before gridding (public: bounds and budget only)."""
     if noise_kind == "laplace":
-        return l0 * per_partition_value / epsilon
+        return l0 * per_partition_value / float(epsilon)
     return math.sqrt(l0) * per_partition_value / math.sqrt(2 * rho)
 
 
@@ -141,7 +143,7 @@ def _encoding(
     metric: MetricConfig,
     kind: MetricKind,
     bounds: ContributionBounds,
-    budget: tuple[str, float, float],
+    budget: tuple[str, Fraction, float],
 ) -> Encoding:
     """The metric's grid: it resolves both the noise and the value range (both public)."""
     assert kind.measure is not None and metric.column is not None

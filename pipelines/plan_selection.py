@@ -48,7 +48,7 @@ def plan_selection(config: JobConfig, bounds: ContributionBounds, split: BudgetS
         keys = config.partition_selection.public_keys
         assert keys is not None  # guaranteed by the config validator
         return PublicPartitions(provenance=keys.provenance or (keys.path or keys.table or ""))
-    rule_epsilon = split.epsilon * split.shares["selection"]
+    rule_epsilon = split.selection_epsilon()
     check_share(rule_epsilon, "selection")
     min_units = config.partition_selection.min_units
     mechanism = config.partition_selection.mechanism

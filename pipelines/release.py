@@ -32,8 +32,10 @@ VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 STAGING = "_staging"
 MANIFEST = "manifest.json"
 README = "README.md"
-# Digests of the version's manifest and README, written after the manifest.
+# Digests of the version's manifest and README (and card), written after the manifest.
 CHECKSUMS = "SHA256SUMS"
+# The release card (pipelines.card), covered by the checksum file when present.
+CARD = "card.html"
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,11 @@ def write_text_last(staging: Path, manifest: dict[str, Any], readme: str) -> dic
     temporary.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(temporary, staging / MANIFEST)
     digests = text_digests(staging)
+    listed = dict(digests)
+    if (staging / CARD).is_file():
+        listed[CARD] = _sha256(staging / CARD)
     (staging / CHECKSUMS).write_text(
-        "".join(f"{digests[name]}  {name}\n" for name in (MANIFEST, README)), encoding="utf-8"
+        "".join(f"{digest}  {name}\n" for name, digest in listed.items()), encoding="utf-8"
     )
     return digests
 
@@ -275,6 +280,18 @@ def check_text_digests(version_dir: Path, expected: dict[str, str], source: str)
     ]
 
 
+def check_card_digest(version_dir: Path) -> list[str]:
+    """Problems where the card differs from the checksum file's record of it (a version
+    published before cards has neither)."""
+    recorded = recorded_digests(version_dir).get(CARD)
+    present = (version_dir / CARD).is_file()
+    if recorded is None:
+        return [f"{CARD}: present but not in {CHECKSUMS}"] if present else []
+    if not present or _sha256(version_dir / CARD) != recorded:
+        return [f"{CARD}: missing, or edited since publication (SHA-256 differs from {CHECKSUMS})"]
+    return []
+
+
 def unpublished_version_dirs(release: Path) -> list[Path]:
     """Version directories without a manifest: only a deletion can make one (a crashed
     publication never renames an incomplete staging directory)."""
@@ -300,6 +317,7 @@ def verify_release(version_dir: Path) -> list[str]:
     if not (version_dir / MANIFEST).is_file():
         return [f"{version_dir}: no {MANIFEST}: deleted, or not a published version"]
     problems.extend(check_text_digests(version_dir, recorded_digests(version_dir), CHECKSUMS))
+    problems.extend(check_card_digest(version_dir))
     try:
         manifest = read_manifest(version_dir)
         validate_manifest(manifest)

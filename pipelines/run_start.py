@@ -30,6 +30,7 @@ from pipelines.integrity import (
 from pipelines.ledger import BudgetState, LedgerStore, Registration
 from pipelines.plan import ReleasePlan, build_plan
 from pipelines.policy import govern
+from pipelines.progress import Progress
 from pipelines.release import (
     Version,
     discard_staging,
@@ -125,6 +126,7 @@ class PreparedRun:
     report: OperatorReport
     frame: DataFrame
     public_keys: DataFrame | None
+    progress: Progress = field(default_factory=lambda: Progress(log))  # step lines (§11)
 
 
 def prepare_run(spark: SparkSession, config: JobConfig, start: RunStart) -> PreparedRun:

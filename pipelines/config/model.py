@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pipelines.config.accuracy import AccuracyConfig
 from pipelines.config.fields import _Frozen
 from pipelines.config.limits import Number
 from pipelines.config.privacy import (
@@ -50,6 +51,10 @@ class JobConfig(_Frozen):
     post_processing: PostProcessingConfig = Field(default_factory=PostProcessingConfig)
     confidence_level: Number = Field(
         default=0.95, gt=0, lt=1, description="Level of the noise CIs."
+    )
+    accuracy: AccuracyConfig | None = Field(
+        default=None,
+        description="Planning targets for `dprelease plan` (accuracy first); runs ignore it.",
     )
     registry: RegistryConfig = Field(
         default_factory=RegistryConfig,

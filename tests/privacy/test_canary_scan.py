@@ -4,8 +4,8 @@ The canary key is held by exactly one unit, so DP selection releases it with pro
 delta_p (1e-6 here); the canary value is one row's raw value in a released partition,
 where only noisy sums and means of it are published. Neither may appear in: the
 ``dprelease`` log records, anything printed on stdout/stderr, error messages, the
-manifest and README, any file or directory name under the output root (releases,
-operator area, ledger), any file's bytes, Parquet footers (key-value metadata, schema)
+manifest, README and release card, any file or directory name under the output root
+(releases, operator area, ledger), any file's bytes, Parquet footers (key-value metadata, schema)
 or Parquet column statistics (row-group min/max), unless DP selection released the key.
 test_bad_input.py already checks that failing runs never echo unit ids or keys; this
 adds successful runs, the canary value, the ledger, footers and statistics, and (full
@@ -144,6 +144,7 @@ def test_metadata_leak_canary_scan_of_a_successful_run(
     assert leaks_in_text(out + err) == []
     assert leaks_in_text((version / "manifest.json").read_text(), key_released) == []
     assert leaks_in_text((version / "README.md").read_text(), key_released) == []
+    assert leaks_in_text((version / "card.html").read_text(), key_released) == []
     assert scan_tree(tmp_path / "out", key_released) == []
 
 

@@ -84,7 +84,8 @@ def test_no_cli_option_reaches_a_test_hook() -> None:
     }
     # verify --config names the ledger to check against; set-lifetime takes the new values;
     # registry names its ledger (--config or --ledger) and filters by --dataset.
-    allowed = {"-h", "--help", "--supersede", "--config", "--format"}
+    allowed = {"-h", "--help", "--supersede", "--config", "--format", "--limit", "--offset"}
+    allowed |= {"--units"}  # plan: partition sizes to report expected intervals at
     assert options <= allowed | {"--epsilon", "--delta", "--reason", "--ledger", "--dataset"}
     top = {option for item in parser._actions for option in item.option_strings}
     assert top <= {"-h", "--help", "--version", "--verbose"}
@@ -125,3 +126,39 @@ def test_run_prints_one_json_line_and_verify_accepts_the_release(
     release = Path(summary["path"]).parent
     assert main(["verify", str(release)]) == ExitCode.OK
     assert main(["show", str(release)]) == ExitCode.OK
+    _check_quiet_log(run.stderr)
+
+
+def _check_quiet_log(stderr: str) -> None:
+    """The default log: dprelease's step lines, no Spark or JVM warnings, no progress bars."""
+    assert "[1/7] plan" in stderr and "[7/7] publish" in stderr
+    for noise in ("WARN ", "WARNING:", "[Stage ", "log4j", "setLogLevel", "deprecated"):
+        assert noise not in stderr, noise
+
+
+def test_show_prints_values_with_intervals_and_export_writes_them(
+    tmp_path: Path,
+    events_path: Path,
+    spark: object,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys = tmp_path / "keys.csv"
+    keys.write_text("key\nA\nB\nC\nD\n", encoding="utf-8")
+    public = {"mechanism": "public", "public_keys": {"path": str(keys)}}
+    config = write_config(tmp_path, events_path, partition_selection=public)
+    assert main(["run", str(config)], spark=spark) == ExitCode.OK  # type: ignore[arg-type]
+    release = tmp_path / "releases" / "events"
+    capsys.readouterr()
+    assert main(["show", str(release), "--limit", "2"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "±" in out and "rows 1-2 of 4" in out  # sums are never clamped: symmetric
+    assert json.loads(out.strip().splitlines()[-1])["card"].endswith("v0001/card.html")
+    assert main(["show", str(release), "--limit", "2", "--offset", "2"]) == ExitCode.OK
+    assert "rows 3-" in capsys.readouterr().out
+    for kind in ("csv", "json"):
+        assert main(["export", str(release), str(tmp_path / "out"), "--format", kind]) == 0
+        written = Path(json.loads(capsys.readouterr().out)["path"])
+        assert written.name == f"events-v0001.{kind}"
+    rows = json.loads((tmp_path / "out" / "events-v0001.json").read_text())["rows"]
+    header = (tmp_path / "out" / "events-v0001.csv").read_text().splitlines()[0].split(",")
+    assert set(rows[0]) == set(header) and "count_ci_high" in header

@@ -131,6 +131,7 @@ def test_both_contracts_run_in_every_release_and_counts_stay_operator_only(
     assert sorted(p.name for p in version.iterdir()) == [
         "README.md",
         "SHA256SUMS",
+        "card.html",
         "data",
         "manifest.json",
     ]

@@ -59,9 +59,12 @@ def test_release_layout_manifest_and_verify(
     assert sorted(p.name for p in version.iterdir()) == [
         "README.md",
         "SHA256SUMS",
+        "card.html",
         "data",
         "manifest.json",
     ]
+    # The checksum file covers the card.
+    assert "  card.html\n" in (version / "SHA256SUMS").read_text()
     # The canonical layout: one file for a small release, named by its index and count.
     assert [p.name for p in (version / "data").iterdir()] == ["part-00000-of-00001.parquet"]
     assert not list((tmp_path / "releases" / "events" / "_staging").iterdir())
