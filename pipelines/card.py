@@ -21,6 +21,7 @@ from pipelines.accuracy import keep_probability_table
 from pipelines.card_charts import budget_chart, keep_chart, metric_chart, spend_chart
 from pipelines.display import format_budget, format_number
 from pipelines.ledger import LedgerEntry
+from pipelines.readme import governance_text
 from pipelines.release import CARD
 from pipelines.release_table import ReleasedMetric, ReleasedTable, read_released
 from pipelines.released import released_name
@@ -122,6 +123,12 @@ def _guarantee(manifest: dict[str, Any]) -> str:
         + (f" Exact total epsilon: {_e(exact)}." if exact else "")
         + "</p>"
     )
+
+
+def _governance(manifest: dict[str, Any]) -> str:
+    """The policy tier and registry fields, as the README states them (docs/privacy.md §12)."""
+    text = governance_text(manifest.get("governance"))
+    return "" if text is None else f'<p class="governance">{_e(text)}</p>'
 
 
 def _budget(manifest: dict[str, Any]) -> str:
@@ -251,6 +258,7 @@ def render_card(
         + "</p>",
         f"<p>{_e(release['description'])}</p>" if release["description"] else "",
         _guarantee(manifest),
+        _governance(manifest),
         _values(manifest, released),
         _selection(manifest),
         _budget(manifest),

@@ -28,17 +28,22 @@ def _heading(manifest: dict[str, Any]) -> list[str]:
     return lines + _governance(manifest.get("governance"))
 
 
-def _governance(governance: dict[str, Any] | None) -> list[str]:
-    """The governance paragraph: policy tier and registry fields, if recorded (docs/privacy.md
-    §12)."""
+def governance_text(governance: dict[str, Any] | None) -> str | None:
+    """The governance sentence of README and card: policy tier and registry fields, if
+    recorded (docs/privacy.md §12); None when the manifest has no governance record."""
     if not governance:
-        return []
+        return None
     tier = governance.get("tier")
     parts = [f"Policy tier: {tier}." if tier else "Policy tier: none (no policy applied)."]
     for name in ("purpose", "owner", "approval"):
         if governance.get(name):
             parts.append(f"{name.capitalize()}: {governance[name]}.")
-    return [" ".join(parts), ""]
+    return " ".join(parts)
+
+
+def _governance(governance: dict[str, Any] | None) -> list[str]:
+    text = governance_text(governance)
+    return [] if text is None else [text, ""]
 
 
 def _guarantee(manifest: dict[str, Any]) -> list[str]:

@@ -105,6 +105,8 @@ def test_a_server_restarted_between_reserve_and_publish_is_reconnected_to(
     )
     readme = (version.path / "README.md").read_text(encoding="utf-8")
     assert "Policy tier: internal. Purpose: test release. Owner: team-a." in readme
+    card = (version.path / "card.html").read_text(encoding="utf-8")
+    assert "Policy tier: internal. Purpose: test release. Owner: team-a." in card
 
 
 def test_a_server_down_at_publication_is_reconciled_by_the_next_run(
