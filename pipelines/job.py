@@ -117,7 +117,20 @@ def public_key_matches(aggregated: DataFrame, listed: int) -> dict[str, object]:
     return {"listed": listed, "matched": matched, "none_matched": matched == 0}
 
 
-def reserve(config: JobConfig, run: PreparedRun) -> BudgetState:
+@dataclass(frozen=True)
+class Reservation:
+    """A charged run: the budget after its charge, and the dataset's charges up to it.
+
+    The charges are read before the reservation and end with the run's own entry, so
+    the card's spend history needs no ledger call after the charge (a server outage
+    between reserve and publish must not stop a published version).
+    """
+
+    budget: BudgetState
+    charges: tuple[LedgerEntry, ...]
+
+
+def reserve(config: JobConfig, run: PreparedRun) -> Reservation:
     """Reserve the run's full spend in the ledger, before any private row is read.
 
     A refusal removes the run's staging and operator directories: it leaves no trace.
@@ -133,6 +146,7 @@ def reserve(config: JobConfig, run: PreparedRun) -> BudgetState:
         delta=plan.composition.delta,
     )
     try:
+        earlier = ledger.entries(config.ledger.dataset)
         lifetime = config.ledger.lifetime_budget
         budget = ledger.reserve(entry, lifetime.epsilon, lifetime.delta, run.start.registration)
     except BaseException:
@@ -148,7 +162,8 @@ def reserve(config: JobConfig, run: PreparedRun) -> BudgetState:
         budget.spent_epsilon,
         budget.lifetime_epsilon,
     )
-    return budget
+    charges = (*[e for e in earlier if e.run_id != entry.run_id], entry)
+    return Reservation(budget, charges)
 
 
 def _draw_noise(
@@ -213,7 +228,7 @@ class _Staged:
 
     config: JobConfig
     run: PreparedRun
-    budget: BudgetState
+    reservation: Reservation
     schema: pa.Schema
     data_files: list[DataFile]
 
@@ -230,7 +245,7 @@ def _stamp(staged: _Staged, digests: dict[str, str], version: str) -> None:
     identity = ReleaseIdentity.now(
         config.release.name, version, run.run_id, config.release.data_period, staged.previous
     )
-    spend = cumulative_spend(staged.budget, run.start.ledger.identity)
+    spend = cumulative_spend(staged.reservation.budget, run.start.ledger.identity)
     manifest = build_manifest(
         run.start.plan,
         identity,
@@ -240,7 +255,7 @@ def _stamp(staged: _Staged, digests: dict[str, str], version: str) -> None:
         governance=governance_statement(run.start.registration),
     )
     # The card, from the manifest, the staged data and the ledger's charges (§9).
-    charges = run.start.ledger.entries(config.ledger.dataset)
+    charges = list(staged.reservation.charges)
     history = spend_history(charges, run.run_id, config.privacy_unit.column, version)
     write_card(run.staging, manifest, history)
     digests.update(write_text_last(run.staging, manifest, render_readme(manifest)))
@@ -292,12 +307,12 @@ def run_release(
         return found
     progress.step("plan", f"epsilon={start.plan.composition.epsilon:.6g}, inputs checked")
     run = replace(prepare_run(spark, config, start), progress=progress)
-    budget = reserve(config, run)
+    reservation = reserve(config, run)
     progress.step("charge")
     log.info("run %s: operator reports in %s", run.run_id, run.report.directory)
     try:
         schema = stage(run, source or SecureNoise())
-        staged = _Staged(config, run, budget, schema, check(spark, run, schema))
+        staged = _Staged(config, run, reservation, schema, check(spark, run, schema))
         version, digests = publish_version(staged)
     except BaseException as error:
         discard_staging(run.staging)
@@ -309,7 +324,7 @@ def run_release(
     run.report.finish("published", version.name)
     progress.step("publish", version.name)
     log.info("published %s %s; card: %s", config.release.name, version.name, version.path / CARD)
-    return release_result("published", config, version, budget)
+    return release_result("published", config, version, reservation.budget)
 
 
 def _mark(
