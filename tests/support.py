@@ -51,6 +51,18 @@ AUDIT_JOB: Mapping[str, Any] = {
 }
 
 
+#: The plan tests' job: no input is read, so the paths need not exist.
+PLAN_JOB: Mapping[str, Any] = {
+    "release": {"name": "r", "data_period": "p"},
+    "privacy_unit": {"column": "user"},
+    "partition_columns": ["key"],
+    "contribution_bounds": {"max_partitions_per_unit": 3, "max_rows_per_unit_per_partition": 2},
+    "metrics": [{"metric": "count"}],
+    "budget": {"epsilon": 1.0, "delta": 1e-6},
+    "ledger": {"dataset": "events", "lifetime_budget": {"epsilon": 10.0, "delta": 1e-5}},
+}
+
+
 def write_rows(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Path:
     """Write rows as one Parquet file and return its path."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,25 +13,18 @@ from dp_ops.noise import DiscreteGaussian, DiscreteLaplace
 from pipelines.config import ConfigError, config_from_mapping
 from pipelines.plan import PublicPartitions, build_plan
 from pipelines.plan_description import describe_plan
+from tests.support import PLAN_JOB, config_mapping
 
 
 def raw_config(**overrides: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "release": {"name": "r", "output_root": "/tmp/out", "data_period": "p"},
-        "input": {"path": "/tmp/in.parquet"},
-        "privacy_unit": {"column": "user"},
-        "partition_columns": ["key"],
-        "contribution_bounds": {"max_partitions_per_unit": 3, "max_rows_per_unit_per_partition": 2},
-        "metrics": [
-            {"metric": "count"},
-            {"metric": "privacy_id_count"},
-            {"metric": "sum", "column": "v", "lower": -1.0, "upper": 4.0},
-            {"metric": "mean", "column": "v", "lower": 0.0, "upper": 10.0},
-            {"metric": "variance", "column": "v", "lower": 0.0, "upper": 10.0},
-        ],
-        "budget": {"epsilon": 1.0, "delta": 1e-6},
-        "ledger": {"dataset": "events", "lifetime_budget": {"epsilon": 10.0, "delta": 1e-5}},
-    }
+    metrics: list[dict[str, Any]] = [
+        {"metric": "count"},
+        {"metric": "privacy_id_count"},
+        {"metric": "sum", "column": "v", "lower": -1.0, "upper": 4.0},
+        {"metric": "mean", "column": "v", "lower": 0.0, "upper": 10.0},
+        {"metric": "variance", "column": "v", "lower": 0.0, "upper": 10.0},
+    ]
+    raw = config_mapping(Path("/tmp/out"), Path("/tmp/in.parquet"), PLAN_JOB, metrics=metrics)
     return raw | overrides
 
 

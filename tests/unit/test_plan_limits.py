@@ -55,6 +55,7 @@ from pipelines.plan_limits import (
     MIN_GAUSSIAN_SIGMA_SQUARED_UNITS,
     MIN_LAPLACE_SCALE_UNITS,
 )
+from tests.support import PLAN_JOB, config_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = {"mechanism": "public", "public_keys": {"path": "/tmp/keys.csv"}}
@@ -70,21 +71,13 @@ FIELD_PREFIXES = (
 
 
 def raw_config(**overrides: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "release": {"name": "r", "output_root": "/tmp/out", "data_period": "p"},
-        "input": {"path": "/tmp/in.parquet"},
-        "privacy_unit": {"column": "user"},
-        "partition_columns": ["key"],
-        "contribution_bounds": {"max_partitions_per_unit": 3, "max_rows_per_unit_per_partition": 2},
-        "metrics": [
-            {"metric": "count"},
-            {"metric": "privacy_id_count"},
-            {"metric": "sum", "column": "value", "lower": -1.0, "upper": 4.0},
-            {"metric": "mean", "column": "v", "lower": 0.0, "upper": 10.0},
-        ],
-        "budget": {"epsilon": 1.0, "delta": 1e-6},
-        "ledger": {"dataset": "events", "lifetime_budget": {"epsilon": 10.0, "delta": 1e-5}},
-    }
+    metrics: list[dict[str, Any]] = [
+        {"metric": "count"},
+        {"metric": "privacy_id_count"},
+        {"metric": "sum", "column": "value", "lower": -1.0, "upper": 4.0},
+        {"metric": "mean", "column": "v", "lower": 0.0, "upper": 10.0},
+    ]
+    raw = config_mapping(Path("/tmp/out"), Path("/tmp/in.parquet"), PLAN_JOB, metrics=metrics)
     return raw | overrides
 
 
