@@ -79,6 +79,20 @@ def _mechanism(plan: ReleasePlan, aggregate: NoisyAggregate) -> dict[str, object
     }
 
 
+def _public_key_count(selection: Selection) -> dict[str, object]:
+    """How many public keys the release lists, as far as the config alone tells."""
+    if not isinstance(selection, PublicPartitions) or selection.generated_keys is None:
+        return {}  # a keys file alone: its count is known only once it is read
+    generated = selection.generated_keys
+    return {
+        "public_keys": {
+            "count": generated if not selection.keys_file else None,
+            "generated": generated,
+            "times_keys_file": selection.keys_file,
+        }
+    }
+
+
 def describe_plan(plan: ReleasePlan) -> dict[str, object]:
     """The plan as a JSON-ready mapping: budget split, mechanisms, selection, totals.
 
@@ -99,7 +113,7 @@ def describe_plan(plan: ReleasePlan) -> dict[str, object]:
             "max_partitions_per_unit": plan.bounds.max_partitions_per_unit,
             "max_rows_per_unit_per_partition": plan.bounds.max_rows_per_unit_per_partition,
         },
-        "selection": describe_selection(plan.selection),
+        "selection": describe_selection(plan.selection) | _public_key_count(plan.selection),
         "mechanisms": [_mechanism(plan, a) for a in plan.aggregates],
         "confidence_level": plan.confidence_level,
         "totals": {

@@ -31,6 +31,7 @@ from pipelines.ledger import BudgetState, LedgerStore, Registration
 from pipelines.plan import ReleasePlan, build_plan
 from pipelines.policy import govern
 from pipelines.progress import Progress
+from pipelines.public_keys import public_key_frame
 from pipelines.release import (
     Version,
     discard_staging,
@@ -39,7 +40,7 @@ from pipelines.release import (
     staging_dir,
     version_for_period,
 )
-from pipelines.source import check_input_files, read_input, read_public_keys
+from pipelines.source import check_input_files, read_input
 
 log = logging.getLogger("dprelease")
 
@@ -155,7 +156,7 @@ def prepare_run(spark: SparkSession, config: JobConfig, start: RunStart) -> Prep
         frame = read_input(spark, config)
         report.record(check_input_schema(frame, start.plan.columns))
         keys = config.partition_selection.public_keys
-        public = None if keys is None else read_public_keys(spark, keys, frame, config)
+        public = None if keys is None else public_key_frame(spark, keys, frame, config)
     except BaseException as error:
         discard_staging(staging)
         report.finish(run_status(error))

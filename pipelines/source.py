@@ -253,15 +253,21 @@ def column(name: str) -> Column:
 
 
 def read_public_keys(
-    spark: SparkSession, keys: PublicKeysConfig, frame: DataFrame, config: JobConfig
+    spark: SparkSession,
+    keys: PublicKeysConfig,
+    frame: DataFrame,
+    config: JobConfig,
+    names: list[str] | None = None,
 ) -> DataFrame:
-    """Public partition keys, cast to the input's key types; one row per distinct key.
+    """Public partition keys of the file, cast to the input's key types; one row per key.
+
+    ``names``: the partition columns the file holds (default: all of them).
 
     Raises InputContractError if a key column is missing, a key is null or repeated.
     The keys are public, so counting their duplicates is no privacy matter.
     """
     table = _read(spark, keys.path, keys.table, keys.format, keys.options, "public_keys")
-    names = config.partition_columns
+    names = config.partition_columns if names is None else names
     missing = [n for n in names if n not in table.columns]
     if missing:
         raise InputContractError(

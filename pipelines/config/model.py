@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipelines.config.accuracy import AccuracyConfig
 from pipelines.config.fields import _Frozen
+from pipelines.config.key_generators import check_key_columns
 from pipelines.config.limits import Number
 from pipelines.config.privacy import (
     BudgetConfig,
@@ -81,6 +82,9 @@ class JobConfig(_Frozen):
         }
         if clash:
             raise ValueError(f"partition columns clash with output columns: {sorted(clash)}")
+        keys = self.partition_selection.public_keys
+        if keys is not None:
+            check_key_columns(keys.values, keys.has_file, self.partition_columns)
         private = self.partition_selection.mechanism != "public"
         if self.budget.delta == 0 and (private or self.noise == "gaussian"):
             raise ValueError(

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from pipelines.config.fields import ConfigPath, OptionValue, _Frozen, _period_text
+from pipelines.config.key_generators import KeyGenerator, check_generated_values
 from pipelines.config.limits import Integer
 
 # Release names are directory names: no path characters, no spaces.
@@ -106,7 +107,8 @@ class InputConfig(_Frozen):
 
 
 class PublicKeysConfig(_Frozen):
-    """Partition keys known in advance, not derived from the private data."""
+    """Partition keys known in advance, not derived from the private data: a keys file or
+    table, generated ``values``, or the product of both (docs/privacy.md §6)."""
 
     path: ConfigPath | None = Field(
         default=None,
@@ -123,6 +125,15 @@ class PublicKeysConfig(_Frozen):
     provenance: str = Field(
         default="", description="Where the keys come from (must not be the private data)."
     )
+    values: dict[str, KeyGenerator] | None = Field(
+        default=None,
+        description=(
+            "Generated keys per partition column: a list of values, {range: [first, last]} "
+            "(integers, inclusive) or {iso_weeks: [YYYY-Www, YYYY-Www]} (every ISO week, "
+            "inclusive). The keys are the cross product, times the keys file's keys when "
+            "'path' or 'table' is also given (the file then holds the other partition columns)."
+        ),
+    )
 
     @field_validator("options")
     @classmethod
@@ -134,8 +145,18 @@ class PublicKeysConfig(_Frozen):
 
     @model_validator(mode="after")
     def _one_source(self) -> PublicKeysConfig:
-        _check_one_source(self.path, self.table)
+        if self.values is None or self.path is not None or self.table is not None:
+            _check_one_source(self.path, self.table)
+        if self.values is not None:
+            if not self.values:
+                raise ValueError("values: name at least one partition column")
+            check_generated_values(self.values)
         return self
+
+    @property
+    def has_file(self) -> bool:
+        """Whether a keys file or table is part of the keys."""
+        return self.path is not None or self.table is not None
 
 
 class PostProcessingConfig(_Frozen):
