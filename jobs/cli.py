@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from jobs.ledger_commands import add_ledger_parser, command_ledger
 from jobs.registry_commands import add_registry_parser, command_registry
 from jobs.show_commands import add_show_parsers, command_export, command_plan, command_show
-from pipelines.config import ConfigError, config_json_schema, load_config
+from pipelines.config import ConfigError, config_json_schema, load_release
 from pipelines.errors import RETRY_ADVICE, DprError, ExitCode, Terminated
 from pipelines.release import (
     MANIFEST,
@@ -121,17 +121,18 @@ def run_command(
     With ``spark`` given, the run uses that session and leaves it running; otherwise it
     creates a session (quiet unless ``verbose``) and stops it at the end.
     """
-    config = load_config(config_path)
+    spec = load_release(config_path)
+    config = spec.config
     from jobs.session import create_session
     from pipelines.job import already_published, run_release, start_run
 
     # A retry of a published period needs no Spark session: answer before starting one.
-    start = start_run(config, supersede=supersede)
+    start = start_run(spec, supersede=supersede)
     result = already_published(config, start, supersede=supersede)
     if result is None:
         session = spark or create_session(f"dprelease:{config.release.name}", verbose=verbose)
         try:
-            result = run_release(session, config, supersede=supersede, start=start)
+            result = run_release(session, spec, supersede=supersede, start=start)
         finally:
             if spark is None:
                 session.stop()
@@ -168,7 +169,7 @@ def _command_verify(args: argparse.Namespace) -> ExitCode:
     if args.config:
         from pipelines.integrity import ledger_problems, open_ledger
 
-        config = load_config(args.config)
+        config = load_release(args.config).config
         for name, found in ledger_problems(open_ledger(config), release, config).items():
             if not single or name == path.name:
                 problems.setdefault(name, []).extend(found)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines.config import ConfigError, JobConfig, load_config
+from pipelines.config import ConfigError, JobConfig, load_release
 from pipelines.errors import ExitCode
 from pipelines.ledger import LedgerStore, export_entries
 
@@ -47,7 +47,7 @@ def add_ledger_parser(sub: Any) -> None:
 def _open_ledger(config_path: str, *, create: bool = False) -> tuple[LedgerStore, JobConfig]:
     """The config's ledger; unless ``create``, a missing ledger file is a config error (a
     server ledger's schema is created on first connection, so it is never missing)."""
-    config = load_config(config_path)
+    config = load_release(config_path).config
     if config.ledger.url is None and not create and not config.ledger_path.is_file():
         raise ConfigError(f"ledger.path: no ledger at {config.ledger_path} (no run charged yet)")
     from pipelines.integrity import open_ledger
@@ -176,7 +176,7 @@ def _ledger_set_lifetime(args: argparse.Namespace) -> ExitCode:
         actor = getpass.getuser()
     except Exception:  # no user name in the environment or the password database
         raise ConfigError("ledger set-lifetime: cannot tell the OS user name") from None
-    _check_lifetime_within_tier(load_config(args.config), args.epsilon, args.delta)
+    _check_lifetime_within_tier(load_release(args.config).config, args.epsilon, args.delta)
     ledger, config = _open_ledger(args.config, create=True)
     dataset, unit = dataset_name(config.ledger.dataset), config.privacy_unit.column
     before = ledger.pinned_lifetime(dataset, unit)

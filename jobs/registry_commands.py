@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ConfigError, load_config
+from pipelines.config import ConfigError, load_release
 from pipelines.errors import ExitCode
 from pipelines.ledger import LedgerStore, SqliteLedger, dataset_name
 
@@ -35,7 +35,7 @@ def _open(args: argparse.Namespace) -> LedgerStore:
     if args.config:
         from pipelines.integrity import open_ledger
 
-        config = load_config(args.config)
+        config = load_release(args.config).config
         if config.ledger.url is None and not config.ledger_path.is_file():
             raise ConfigError(f"ledger.path: no ledger at {config.ledger_path}")
         return open_ledger(config)

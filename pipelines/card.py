@@ -21,6 +21,7 @@ from pipelines.accuracy import keep_probability_table
 from pipelines.card_charts import budget_chart, keep_chart, metric_chart, spend_chart
 from pipelines.display import format_budget, format_number
 from pipelines.ledger import LedgerEntry
+from pipelines.manifest import TableView, table_views
 from pipelines.readme import governance_text
 from pipelines.release import CARD
 from pipelines.release_table import ReleasedMetric, ReleasedTable, read_released
@@ -107,18 +108,30 @@ def _figure(identifier: str, svg: str, caption: str) -> str:
     return f'<figure id="{_e(identifier)}">{svg}{caption_html}</figure>'
 
 
+def _bounds(bounds: dict[str, Any]) -> str:
+    return (
+        f"Each unit contributes to at most {_e(bounds['max_partitions_per_unit'])} partition(s) "
+        f"and {_e(bounds['max_rows_per_unit_per_partition'])} row(s) per partition."
+    )
+
+
 def _guarantee(manifest: dict[str, Any]) -> str:
-    privacy, bounds = manifest["privacy"], manifest["contribution_bounds"]
+    privacy = manifest["privacy"]
     unit = privacy["privacy_unit"]
     exact = manifest["composition"].get("epsilon_exact")
+    bounds = manifest.get("contribution_bounds")
+    tables = manifest.get("tables")
+    scope = (
+        _bounds(bounds)
+        if bounds is not None
+        else f"{len(tables or [])} tables; {manifest['composition']['statement']}."
+    )
     return (
         '<h2>Guarantee</h2><p class="guarantee">'
         f"(ε = {_e(format_budget(privacy['epsilon']))}, δ = {_e(format_budget(privacy['delta']))})"
         f"-differential privacy for each <b>{_e(unit['column'])}</b>: {_e(unit['time_scope'])}."
         "</p>"
-        f"<p>Neighbouring datasets: {_e(privacy['neighbouring_relation'])}. "
-        f"Each unit contributes to at most {_e(bounds['max_partitions_per_unit'])} partition(s) "
-        f"and {_e(bounds['max_rows_per_unit_per_partition'])} row(s) per partition. "
+        f"<p>Neighbouring datasets: {_e(privacy['neighbouring_relation'])}. {scope} "
         f"Conversion: {_e(privacy['conversion'])}."
         + (f" Exact total epsilon: {_e(exact)}." if exact else "")
         + "</p>"
@@ -131,7 +144,7 @@ def _governance(manifest: dict[str, Any]) -> str:
     return "" if text is None else f'<p class="governance">{_e(text)}</p>'
 
 
-def _budget(manifest: dict[str, Any]) -> str:
+def _budget(manifest: dict[str, Any], scope: str = "") -> str:
     partitions = manifest["partitions"]
     names, epsilons, rows = [], [], []
     if partitions["mechanism"] != "public":
@@ -152,7 +165,7 @@ def _budget(manifest: dict[str, Any]) -> str:
     chart = budget_chart(names, epsilons, "Epsilon by mechanism")
     return (
         "<h2>Budget breakdown</h2>"
-        + _figure("chart-budget", chart, manifest["composition"]["statement"])
+        + _figure(f"chart-budget{scope}", chart, manifest["composition"]["statement"])
         + _table(["mechanism", "noise or rule", "epsilon", "delta"], rows, numeric_from=2)
     )
 
@@ -182,7 +195,9 @@ def _spend(manifest: dict[str, Any], history: Sequence[SpendPoint]) -> str:
     )
 
 
-def _metric_section(released: ReleasedTable, metric: ReleasedMetric, level: float) -> str:
+def _metric_section(
+    released: ReleasedTable, metric: ReleasedMetric, level: float, scope: str = ""
+) -> str:
     top = released.ranked().head(CHART_ROWS)
     labels = [" / ".join(str(v) for v in row[: len(released.keys)]) for row in top.display_rows()]
     columns = {n: top.table.column(n).to_pylist() for n in top.table.schema.names}
@@ -201,10 +216,11 @@ def _metric_section(released: ReleasedTable, metric: ReleasedMetric, level: floa
         else ""
     )
     caption = f"{shown} of {released.rows} row(s), by noisy count.{bounds}"
-    return f"<h3>{_e(metric.name)}</h3>" + _figure(f"chart-metric-{metric.name}", chart, caption)
+    identifier = f"chart-metric{scope}-{metric.name}"
+    return f"<h3>{_e(metric.name)}</h3>" + _figure(identifier, chart, caption)
 
 
-def _values(manifest: dict[str, Any], released: ReleasedTable) -> str:
+def _values(manifest: dict[str, Any], released: ReleasedTable, scope: str = "") -> str:
     """The released table (all rows, or the top rows by noisy count), then one chart per
     metric."""
     level = float(manifest["confidence_level"])
@@ -220,11 +236,11 @@ def _values(manifest: dict[str, Any], released: ReleasedTable) -> str:
         "not clamping, contribution bounding or sampling bias.</p>"
     )
     parts.append(_table(shown.header(), shown.display_rows(), numeric_from=len(shown.keys)))
-    parts += [_metric_section(released, m, level) for m in released.metrics]
+    parts += [_metric_section(released, m, level, scope) for m in released.metrics]
     return "".join(parts)
 
 
-def _selection(manifest: dict[str, Any]) -> str:
+def _selection(manifest: dict[str, Any], scope: str = "") -> str:
     partitions = manifest["partitions"]
     if partitions["mechanism"] == "public":
         return (
@@ -240,13 +256,43 @@ def _selection(manifest: dict[str, Any]) -> str:
         f"<h2>Partitions</h2><p>Keys released by {_e(partitions['mechanism'])} selection "
         f"(epsilon {_e(format_budget(partitions['epsilon']))}, delta "
         f"{_e(format_budget(partitions['delta']))}).</p>"
-        + _figure("chart-keep", chart, "A partition is released with this probability.")
+        + _figure(f"chart-keep{scope}", chart, "A partition is released with this probability.")
         + _table(["units", "keep probability"], rows)
     )
 
 
+def _table_sections(tables: Sequence[tuple[TableView, ReleasedTable]]) -> list[str]:
+    """Values, selection and budget of each table (one table: as a single-table card)."""
+    if len(tables) == 1 and tables[0][0].name is None:
+        view, released = tables[0]
+        return [
+            _values(view.manifest, released),
+            _selection(view.manifest),
+            _budget(view.manifest),
+        ]
+    parts = []
+    for view, released in tables:
+        name, section = view.name or "", view.manifest
+        spend = next(t for t in section["composition"]["tables"] if t["name"] == name)
+        parts.append(
+            f'<h2 id="table-{_e(name)}">Table {_e(name)}</h2>'
+            f"<p>Keys: {_e(', '.join(section['partitions']['columns']))}. Spends epsilon "
+            f"{_e(format_budget(spend['epsilon']))}, delta {_e(format_budget(spend['delta']))} "
+            f"of the release. {_bounds(section['contribution_bounds'])}</p>"
+        )
+        scope = f"-{name}"
+        parts += [
+            _values(section, released, scope),
+            _selection(section, scope),
+            _budget(section, scope),
+        ]
+    return parts
+
+
 def render_card(
-    manifest: dict[str, Any], released: ReleasedTable, history: Sequence[SpendPoint]
+    manifest: dict[str, Any],
+    tables: Sequence[tuple[TableView, ReleasedTable]],
+    history: Sequence[SpendPoint],
 ) -> str:
     """The card's HTML (a function of its arguments only; see the module invariants)."""
     release = manifest["release"]
@@ -259,9 +305,7 @@ def render_card(
         f"<p>{_e(release['description'])}</p>" if release["description"] else "",
         _guarantee(manifest),
         _governance(manifest),
-        _values(manifest, released),
-        _selection(manifest),
-        _budget(manifest),
+        *_table_sections(tables),
         _spend(manifest, history),
         '<p class="note">This card holds released (noisy) values and configuration only; '
         "manifest.json holds the exact figures, SHA256SUMS the digests.</p>",
@@ -278,5 +322,6 @@ def render_card(
 
 def write_card(version_dir: Path, manifest: dict[str, Any], history: Sequence[SpendPoint]) -> None:
     """Write ``card.html`` into a (staged) version from its manifest and data files."""
-    card = render_card(manifest, read_released(version_dir, manifest), history)
+    tables = [(view, read_released(version_dir, view.manifest)) for view in table_views(manifest)]
+    card = render_card(manifest, tables, history)
     (version_dir / CARD).write_text(card, encoding="utf-8")

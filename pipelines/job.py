@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
@@ -25,7 +26,7 @@ from pyspark.sql import types as T
 from pipelines.aggregation import add_public_partitions, aggregate_partitions
 from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded
 from pipelines.card import CARD, spend_history, write_card
-from pipelines.config import JobConfig
+from pipelines.config import JobConfig, ReleaseSpec
 from pipelines.contracts import (
     ObservedInput,
     check_output_contract,
@@ -37,7 +38,12 @@ from pipelines.contracts import (
 from pipelines.errors import AlreadyPublished
 from pipelines.integrity import cumulative_spend
 from pipelines.ledger import BudgetState, LedgerEntry, LedgerStore
-from pipelines.manifest import DataFile, ReleaseIdentity, build_manifest
+from pipelines.manifest import (
+    ReleaseIdentity,
+    StagedTable,
+    build_manifest,
+    build_release_manifest,
+)
 from pipelines.noising import NoiseSource, SecureNoise, apply_noise, release_schema
 from pipelines.plan import UNITS, ReleasePlan
 from pipelines.policy import governance_statement
@@ -55,11 +61,13 @@ from pipelines.release import (
     version_for_period,
     write_text_last,
 )
+from pipelines.release_plan import TablePlan
 from pipelines.run_start import (
     PreparedRun,
     ReleaseResult,
     RunStart,
     already_published,
+    named_verdict,
     prepare_run,
     release_result,
     run_status,
@@ -135,15 +143,15 @@ def reserve(config: JobConfig, run: PreparedRun) -> Reservation:
 
     A refusal removes the run's staging and operator directories: it leaves no trace.
     """
-    plan, ledger = run.start.plan, run.start.ledger
+    plans, ledger = run.start.plans, run.start.ledger
     entry = LedgerEntry.reservation(
         run_id=run.run_id,
         dataset=config.ledger.dataset,
         privacy_unit=config.privacy_unit.column,
         release=config.release.name,
         data_period=config.release.data_period,
-        epsilon=plan.composition.epsilon,
-        delta=plan.composition.delta,
+        epsilon=plans.epsilon,
+        delta=plans.delta,
     )
     try:
         earlier = ledger.entries(config.ledger.dataset)
@@ -156,8 +164,8 @@ def reserve(config: JobConfig, run: PreparedRun) -> Reservation:
     log.info(
         "run %s: charged epsilon=%.6g delta=%.3g to dataset %s; spent %.6g of %.6g",
         run.run_id,
-        plan.composition.epsilon,
-        plan.composition.delta,
+        plans.epsilon,
+        plans.delta,
         config.ledger.dataset,
         budget.spent_epsilon,
         budget.lifetime_epsilon,
@@ -166,60 +174,115 @@ def reserve(config: JobConfig, run: PreparedRun) -> Reservation:
     return Reservation(budget, charges)
 
 
+def _table_summary(run: PreparedRun, table: TablePlan) -> dict[str, object]:
+    """The operator summary's record of one table (the summary itself for one table)."""
+    if table.spec.name is None:
+        return run.report.summary
+    tables = run.report.summary.setdefault("tables", {})
+    record: dict[str, object] = tables.setdefault(table.spec.name, {})
+    return record
+
+
 def _draw_noise(
-    run: PreparedRun, aggregated: DataFrame, observed: ObservedInput, source: NoiseSource
-) -> None:
-    """The one pass over private rows: count the contract figures, judge them, then draw
-    the noise once and write the noisy table to staging."""
-    plan, spark = run.start.plan, aggregated.sparkSession
+    run: PreparedRun,
+    table: TablePlan,
+    aggregated: DataFrame,
+    observed: ObservedInput,
+    source: NoiseSource,
+) -> Path:
+    """The table's pass over private rows: count the contract figures, judge them, then
+    draw the noise once and write the noisy table to staging; its directory."""
+    plan, spark, index = table.plan, aggregated.sparkSession, run.start.plans.tables.index(table)
     with run.progress.data_pass(spark):
         candidates = aggregated.count()
-    run.progress.step("read and bound")
+    run.progress.step("read and bound", table.spec.name or "")
     figures = observed.figures()
-    run.report.summary["input"] = input_summary(figures, plan.contract)
-    if run.public_keys is not None:
-        run.report.summary["public_keys"] = public_key_matches(aggregated, candidates)
+    summary = _table_summary(run, table)
+    summary["input"] = input_summary(figures, plan.contract)
+    if run.public_keys[index] is not None:
+        summary["public_keys"] = public_key_matches(aggregated, candidates)
         # The same line whatever matched: the figures are operator-only.
         log.info("public keys: how many matched the data is in the operator report")
-    run.report.record(judge_input(figures, plan.contract))
+    run.report.record(named_verdict(judge_input(figures, plan.contract), table.spec.name))
     released = apply_noise(aggregated, plan, source)
     log.info("run %s: computing and writing the noisy release to staging", run.run_id)
+    noisy = run.staging / NOISY_DIR / str(index)
     # Materialize the noisy table once; everything after reads these files.
     with run.progress.data_pass(spark):
-        released.write.mode("errorifexists").parquet(str(run.staging / NOISY_DIR))
-    run.progress.step("noise")
+        released.write.mode("errorifexists").parquet(str(noisy))
+    run.progress.step("noise", table.spec.name or "")
+    return noisy
 
 
-def stage(run: PreparedRun, source: NoiseSource) -> pa.Schema:
-    """The staged release in its canonical layout, under ``staging/data``; its schema.
-
-    The aggregate is kept in Spark storage for the pass (never written out).
-    """
-    plan, staging = run.start.plan, run.staging
-    aggregated, observed = aggregated_frame(plan, run.frame, run.public_keys, BoundingSalt.fresh())
+def _stage_table(
+    run: PreparedRun, table: TablePlan, frame: DataFrame, source: NoiseSource
+) -> pa.Schema:
+    """One table staged in its canonical layout under ``staging/<its directory>``."""
+    plan, index = table.plan, run.start.plans.tables.index(table)
+    public = run.public_keys[index]
+    aggregated, observed = aggregated_frame(plan, frame, public, BoundingSalt.fresh())
     keys = T.StructType([aggregated.schema[n] for n in plan.columns.partition_columns])
     # One exact row per candidate partition, kept for the pass.
     aggregated = aggregated.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        _draw_noise(run, aggregated, observed, source)
+        noisy = _draw_noise(run, table, aggregated, observed, source)
     finally:
         aggregated.unpersist()
     schema = release_schema(plan, keys)
     # One row per released partition, rewritten in the canonical layout (key order,
     # file count from the released row count): the layout reveals nothing else.
     layout_release(
-        staging / NOISY_DIR, staging / "data", schema, list(plan.columns.partition_columns)
+        noisy, run.staging / table.spec.data_dir, schema, list(plan.columns.partition_columns)
     )
-    discard_staging(staging / NOISY_DIR)
-    run.progress.step("write", "canonical layout in staging")
+    discard_staging(noisy)
     return schema
 
 
-def check(spark: SparkSession, run: PreparedRun, schema: pa.Schema) -> list[DataFile]:
-    """The output contract on the staged files, then their digests for the manifest."""
-    run.report.record(check_output_contract(run.start.plan, schema, run.staging / "data"))
+def _shared_rows(run: PreparedRun) -> DataFrame:
+    """The input rows every table reads: the columns some table uses, kept in Spark
+    storage when there are several tables, so the input is read once."""
+    tables = run.start.plans.tables
+    if len(tables) == 1:
+        return run.frame
+    used: list[str] = []
+    for table in tables:
+        columns = table.plan.columns
+        for name in (columns.privacy_unit, *columns.partition_columns, *columns.measured_columns):
+            if name not in used:
+                used.append(name)
+    # One row per input row, only the used columns, read once for all tables.
+    return run.frame.select(*used).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def stage(run: PreparedRun, source: NoiseSource) -> list[pa.Schema]:
+    """Every table staged in its canonical layout (``staging/data``, or
+    ``staging/tables/<name>`` for several tables); their schemas, in table order.
+
+    The aggregates (and, for several tables, the used input columns) are kept in Spark
+    storage for the pass, never written out.
+    """
+    frame = _shared_rows(run)
+    try:
+        schemas = [_stage_table(run, t, frame, source) for t in run.start.plans.tables]
+    finally:
+        if frame is not run.frame:
+            frame.unpersist()
+    discard_staging(run.staging / NOISY_DIR)
+    run.progress.step("write", "canonical layout in staging")
+    return schemas
+
+
+def check(spark: SparkSession, run: PreparedRun, schemas: list[pa.Schema]) -> list[StagedTable]:
+    """The output contract on every table's staged files, then their digests."""
+    staged = []
+    for table, schema in zip(run.start.plans.tables, schemas, strict=True):
+        directory = table.spec.data_dir
+        verdict = check_output_contract(table.plan, schema, run.staging / directory)
+        run.report.record(named_verdict(verdict, table.spec.name))
+        files = check_data_files(run.staging / directory, schema, directory)
+        staged.append(StagedTable(table.spec.label, directory, describe_schema(schema), files))
     run.progress.step("contracts")
-    return check_data_files(run.staging / "data", schema)
+    return staged
 
 
 @dataclass(frozen=True)
@@ -229,8 +292,7 @@ class _Staged:
     config: JobConfig
     run: PreparedRun
     reservation: Reservation
-    schema: pa.Schema
-    data_files: list[DataFile]
+    tables: list[StagedTable]
 
     @property
     def previous(self) -> str | None:
@@ -246,14 +308,21 @@ def _stamp(staged: _Staged, digests: dict[str, str], version: str) -> None:
         config.release.name, version, run.run_id, config.release.data_period, staged.previous
     )
     spend = cumulative_spend(staged.reservation.budget, run.start.ledger.identity)
-    manifest = build_manifest(
-        run.start.plan,
-        identity,
-        describe_schema(staged.schema),
-        staged.data_files,
-        spend,
-        governance=governance_statement(run.start.registration),
-    )
+    plans, governance = run.start.plans, governance_statement(run.start.registration)
+    if plans.spec.multi:
+        manifest = build_release_manifest(
+            plans, identity, staged.tables, spend, governance=governance
+        )
+    else:
+        only = staged.tables[0]
+        manifest = build_manifest(
+            plans.tables[0].plan,
+            identity,
+            only.schema,
+            only.data_files,
+            spend,
+            governance=governance,
+        )
     # The card, from the manifest, the staged data and the ledger's charges (§9).
     charges = list(staged.reservation.charges)
     history = spend_history(charges, run.run_id, config.privacy_unit.column, version)
@@ -285,7 +354,7 @@ def publish_version(staged: _Staged) -> tuple[Version, dict[str, str]]:
 
 def run_release(
     spark: SparkSession,
-    config: JobConfig,
+    release: JobConfig | ReleaseSpec,
     *,
     supersede: bool = False,
     source: NoiseSource | None = None,
@@ -301,18 +370,19 @@ def run_release(
     if it already made it (the CLI does, before Spark).
     """
     progress = Progress(log)
-    start = start or start_run(config, supersede=supersede)
+    config = release.config if isinstance(release, ReleaseSpec) else release
+    start = start or start_run(release, supersede=supersede)
     found = already_published(config, start, supersede=supersede)
     if found is not None:
         return found
-    progress.step("plan", f"epsilon={start.plan.composition.epsilon:.6g}, inputs checked")
+    progress.step("plan", f"epsilon={start.plans.epsilon:.6g}, inputs checked")
     run = replace(prepare_run(spark, config, start), progress=progress)
     reservation = reserve(config, run)
     progress.step("charge")
     log.info("run %s: operator reports in %s", run.run_id, run.report.directory)
     try:
-        schema = stage(run, source or SecureNoise())
-        staged = _Staged(config, run, reservation, schema, check(spark, run, schema))
+        schemas = stage(run, source or SecureNoise())
+        staged = _Staged(config, run, reservation, check(spark, run, schemas))
         version, digests = publish_version(staged)
     except BaseException as error:
         discard_staging(run.staging)

@@ -9,9 +9,11 @@ allow-list in ``schemas/manifest.schema.json`` (``additionalProperties: false``)
 from __future__ import annotations
 
 import json
+import math
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from functools import cache
 from importlib import metadata
 from importlib.resources import files
@@ -19,9 +21,11 @@ from typing import Any
 
 import jsonschema
 
+from dp_ops.accounting import group_privacy_table
 from pipelines.derivation import PostProcessing
 from pipelines.plan import OutputMetric, PublicPartitions, ReleasePlan
 from pipelines.plan_description import describe_plan, describe_selection
+from pipelines.release_plan import ReleasePlans, describe_release_totals
 
 FORMAT_VERSION = 1
 DEFINITION = (
@@ -203,6 +207,18 @@ def _data(schema: list[dict[str, str]], data_files: list[DataFile]) -> dict[str,
     }
 
 
+def _identity(identity: ReleaseIdentity, description: str | None) -> dict[str, Any]:
+    return {
+        "name": identity.name,
+        "version": identity.version,
+        "run_id": identity.run_id,
+        "created_at": identity.created_at,
+        "data_period": identity.data_period,
+        "supersedes": identity.supersedes,
+        "description": description,
+    }
+
+
 def build_manifest(
     plan: ReleasePlan,
     identity: ReleaseIdentity,
@@ -222,15 +238,7 @@ def build_manifest(
     description = describe_plan(plan)
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "release": {
-            "name": identity.name,
-            "version": identity.version,
-            "run_id": identity.run_id,
-            "created_at": identity.created_at,
-            "data_period": identity.data_period,
-            "supersedes": identity.supersedes,
-            "description": plan.facts.description,
-        },
+        "release": _identity(identity, plan.facts.description),
         "privacy": _privacy(plan),
         "contribution_bounds": _contribution_bounds(plan),
         "partitions": _partitions(plan),
@@ -247,3 +255,115 @@ def build_manifest(
         manifest["governance"] = governance
     validate_manifest(manifest)
     return manifest
+
+
+@dataclass(frozen=True)
+class StagedTable:
+    """One table of a release as staged: its directory, schema and checked files."""
+
+    name: str
+    directory: str
+    schema: list[dict[str, str]]
+    data_files: list[DataFile]
+
+
+def _exact_sum(values: list[str]) -> str:
+    """The exact sum of rational strings ("1", "3/10"); a double's text if one is not."""
+    try:
+        return str(sum((Fraction(v) for v in values), Fraction(0)))
+    except ValueError:
+        return str(math.fsum(float(v) for v in values))
+
+
+def _release_composition(plans: ReleasePlans, cumulative: dict[str, Any] | None) -> dict[str, Any]:
+    """The release-level composition: the tables' sum, each table's share, the ledger."""
+    compositions = [t.plan.composition for t in plans.tables]
+    totals = describe_release_totals(plans)
+    return {
+        "statement": totals["statement"],
+        "epsilon": plans.epsilon,
+        "epsilon_exact": _exact_sum([c.epsilon_exact for c in compositions]),
+        "delta": plans.delta,
+        "rho": math.fsum(c.rho for c in compositions),
+        "conversion_delta": math.fsum(c.conversion_delta for c in compositions),
+        "budget": totals["budget"],
+        "tables": totals["tables"],
+        "cumulative": cumulative,
+    }
+
+
+def _table_section(plan: ReleasePlan, staged: StagedTable) -> dict[str, Any]:
+    """One table's sections, as a single-table manifest has them."""
+    return {
+        "name": staged.name,
+        "path": staged.directory,
+        "contribution_bounds": _contribution_bounds(plan),
+        "partitions": _partitions(plan),
+        "columns": _columns(plan),
+        "mechanisms": describe_plan(plan)["mechanisms"],
+        "composition": {k: v for k, v in _composition(plan, None).items() if k != "cumulative"},
+        "data": _data(staged.schema, staged.data_files),
+    }
+
+
+def build_release_manifest(
+    plans: ReleasePlans,
+    identity: ReleaseIdentity,
+    staged: list[StagedTable],
+    cumulative: dict[str, Any] | None = None,
+    *,
+    governance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one manifest of a release of several tables, validated against the allow-list.
+
+    The privacy and composition sections state the release total (the sum over tables,
+    docs/privacy.md §7); each table's section has its bounds, selection, columns,
+    mechanisms, its own composition and its files.
+    """
+    first = plans.tables[0].plan
+    privacy = _privacy(first) | {
+        "epsilon": plans.epsilon,
+        "delta": plans.delta,
+        "rho": math.fsum(t.plan.composition.rho for t in plans.tables),
+        "conversion": "per table (tables[].composition); the tables' (epsilon, delta) add up",
+    }
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "release": _identity(identity, first.facts.description),
+        "privacy": privacy,
+        "composition": _release_composition(plans, cumulative),
+        "group_privacy": [
+            {"group_size": g.group_size, "epsilon": g.epsilon, "delta": g.delta}
+            for g in group_privacy_table(plans.epsilon, plans.delta)
+        ],
+        "confidence_level": first.confidence_level,
+        "software": software_versions(),
+        "config_sha256": plans.spec.config_sha256,
+        "tables": [_table_section(t.plan, s) for t, s in zip(plans.tables, staged, strict=True)],
+    }
+    if governance is not None:
+        manifest["governance"] = governance
+    validate_manifest(manifest)
+    return manifest
+
+
+@dataclass(frozen=True)
+class TableView:
+    """One released table of a manifest, shaped as a single-table manifest (the release's
+    sections with the table's), and its directory inside the version."""
+
+    name: str | None
+    directory: str
+    manifest: dict[str, Any]
+
+
+def table_views(manifest: dict[str, Any]) -> list[TableView]:
+    """Every table of a manifest: one (``data/``) or each of ``tables``, in order."""
+    if "tables" not in manifest:
+        return [TableView(None, "data", manifest)]
+    shared = {k: v for k, v in manifest.items() if k != "tables"}
+    views = []
+    for table in manifest["tables"]:
+        sections = {k: v for k, v in table.items() if k not in ("name", "path", "composition")}
+        views.append(TableView(table["name"], table["path"], shared | sections))
+    return views

@@ -41,6 +41,7 @@ from pipelines.config.yaml_loading import DuplicateKeyError, _field_path
 from pipelines.errors import PolicyViolation
 from pipelines.ledger import BUDGET_TOLERANCE, Registration, dataset_name
 from pipelines.plan import ReleasePlan
+from pipelines.release_plan import ReleasePlans
 
 _TIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 RegistryField = Literal["purpose", "owner", "approval"]
@@ -142,13 +143,14 @@ def _within(value: float, cap: float) -> bool:
     return Fraction(value) <= Fraction(cap) * (1 + BUDGET_TOLERANCE)
 
 
-def broken_rules(tier: TierConfig, config: JobConfig, plan: ReleasePlan) -> list[str]:
+def broken_rules(tier: TierConfig, config: JobConfig, charge: tuple[float, float]) -> list[str]:
     """Every rule of ``tier`` the job breaks, each naming the rule, the config field and
-    both values (configuration values only, never data)."""
-    charge, lifetime = plan.composition, config.ledger.lifetime_budget
+    both values (configuration values only, never data). ``charge``: the run's whole
+    (epsilon, delta), over every table of the release."""
+    lifetime = config.ledger.lifetime_budget
     caps = (
-        ("max_epsilon", "budget.epsilon (the charge)", charge.epsilon, tier.max_epsilon),
-        ("max_delta", "budget.delta (the charge)", charge.delta, tier.max_delta),
+        ("max_epsilon", "budget.epsilon (the charge)", charge[0], tier.max_epsilon),
+        ("max_delta", "budget.delta (the charge)", charge[1], tier.max_delta),
         (
             "max_lifetime_epsilon",
             "ledger.lifetime_budget.epsilon",
@@ -181,10 +183,28 @@ def broken_rules(tier: TierConfig, config: JobConfig, plan: ReleasePlan) -> list
     return broken
 
 
-def govern(config: JobConfig, plan: ReleasePlan) -> Registration:
+def _broken(tier: TierConfig, plans: ReleasePlan | ReleasePlans, config: JobConfig) -> list[str]:
+    """The broken rules of one table, or of every table of a release (named), once each."""
+    if isinstance(plans, ReleasePlan):
+        charge = (plans.composition.epsilon, plans.composition.delta)
+        return broken_rules(tier, config, charge)
+    charge = (plans.epsilon, plans.delta)
+    out: list[str] = []
+    for table in plans.tables:
+        for rule in broken_rules(tier, table.config, charge):
+            shared = rule.startswith(("max_", "require"))  # release-level fields
+            named = rule if shared else f"tables ({table.spec.name}) {rule}"
+            if named not in out:
+                out.append(named)
+    return out
+
+
+def govern(config: JobConfig, plan: ReleasePlan | ReleasePlans) -> Registration:
     """The registration of a run of ``config``: its tier (if ``ledger.policy`` is set) and
     registry fields. Raises PolicyViolation naming every broken rule, or a dataset the
-    policy binds to no tier; ConfigError for an unreadable or invalid policy file."""
+    policy binds to no tier; ConfigError for an unreadable or invalid policy file. With
+    the plans of a release of several tables, every table obeys the tier and the charge
+    caps apply to the release's total."""
     registry = config.registry
     fields = {"purpose": registry.purpose, "owner": registry.owner, "approval": registry.approval}
     if config.ledger.policy is None:
@@ -197,7 +217,7 @@ def govern(config: JobConfig, plan: ReleasePlan) -> Registration:
             f"policy {policy.path}: dataset {dataset!r} (ledger.dataset) is bound to no tier; "
             "bind it under 'datasets' in the policy file"
         )
-    broken = broken_rules(policy.config.tiers[tier_name], config, plan)
+    broken = _broken(policy.config.tiers[tier_name], plan, config)
     if broken:
         raise PolicyViolation(
             f"policy tier {tier_name!r} of dataset {dataset!r} ({policy.path}) refuses the "

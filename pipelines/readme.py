@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.manifest import INTERVALS
+from pipelines.manifest import INTERVALS, TableView, table_views
 from pipelines.metric_kinds import kind_of
 from pipelines.released import SUFFIXES, released_name
 
@@ -46,8 +46,21 @@ def _governance(governance: dict[str, Any] | None) -> list[str]:
     return [] if text is None else [text, ""]
 
 
+def _bounds(bounds: dict[str, Any]) -> str:
+    return (
+        f"Each unit contributes to at most {bounds['max_partitions_per_unit']} partition(s) "
+        f"and at most {bounds['max_rows_per_unit_per_partition']} row(s) per partition."
+    )
+
+
 def _guarantee(manifest: dict[str, Any]) -> list[str]:
-    privacy, bounds = manifest["privacy"], manifest["contribution_bounds"]
+    privacy = manifest["privacy"]
+    bounds = manifest.get("contribution_bounds")
+    scope = (
+        _bounds(bounds)
+        if bounds is not None
+        else f"The release holds {len(manifest['tables'])} tables, each below with its bounds."
+    )
     return [
         "## Privacy guarantee",
         "",
@@ -57,8 +70,7 @@ def _guarantee(manifest: dict[str, Any]) -> list[str]:
         f"- Neighbouring datasets: {privacy['neighbouring_relation']}.",
         f"- Composition: {manifest['composition']['statement']}",
         f"- Conversion: {privacy['conversion']}.",
-        f"- Each unit contributes to at most {bounds['max_partitions_per_unit']} partition(s) "
-        f"and at most {bounds['max_rows_per_unit_per_partition']} row(s) per partition.",
+        f"- {scope}",
         "",
         "Group privacy (a group of k units):",
         "",
@@ -72,10 +84,10 @@ def _guarantee(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
-def _partitions(manifest: dict[str, Any]) -> list[str]:
+def _partitions(manifest: dict[str, Any], level: str = "##") -> list[str]:
     partitions = manifest["partitions"]
     return [
-        "## Partitions",
+        f"{level} Partitions",
         "",
         f"Keys ({', '.join(partitions['columns'])}) released by: {partitions['mechanism']}"
         + (
@@ -87,9 +99,9 @@ def _partitions(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
-def _columns(manifest: dict[str, Any]) -> list[str]:
+def _columns(manifest: dict[str, Any], level: str = "##") -> list[str]:
     lines = [
-        "## Columns",
+        f"{level} Columns",
         "",
         "| column | statistic | value bounds | grid | noise std (per partition) |",
         "|---|---|---|---|---|",
@@ -110,16 +122,43 @@ def _columns(manifest: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _rows(view: TableView) -> str:
+    data = view.manifest["data"]
+    return (
+        f"Rows: {data['row_count']} in {len(data['files'])} Parquet file(s) under "
+        f"`{view.directory}/`; checksums in `manifest.json`."
+    )
+
+
+def _table(view: TableView) -> list[str]:
+    """One table's section of a release of several tables."""
+    section, name = view.manifest, view.name or ""
+    spend = next(t for t in section["composition"]["tables"] if t["name"] == name)
+    return [
+        f"## Table `{name}`",
+        "",
+        f"Spends ({spend['epsilon']:.6g}, {spend['delta']:.3g}) of the release. "
+        + _bounds(section["contribution_bounds"]),
+        "",
+        *_partitions(section, "###"),
+        *_columns(section, "###"),
+        _rows(view),
+        "",
+    ]
+
+
 def render_readme(manifest: dict[str, Any]) -> str:
     """A human README generated from the manifest alone (so the two cannot disagree)."""
-    lines = _heading(manifest) + _guarantee(manifest) + _partitions(manifest) + _columns(manifest)
+    views = table_views(manifest)
+    lines = _heading(manifest) + _guarantee(manifest)
+    if len(views) == 1 and views[0].name is None:
+        lines += _partitions(manifest) + _columns(manifest) + [_rows(views[0]), ""]
+    else:
+        lines += [line for view in views for line in _table(view)]
     lines += [
         f"Each value comes with `{SUFFIXES['std']}`, `{SUFFIXES['ci_low']}` and "
         f"`{SUFFIXES['ci_high']}` columns: a "
         f"{manifest['confidence_level']:.0%} {INTERVALS}.",
-        "",
-        f"Rows: {manifest['data']['row_count']} in {len(manifest['data']['files'])} Parquet "
-        "file(s) under `data/`; checksums in `manifest.json`.",
         "",
     ]
     return "\n".join(lines)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.errors import PublishError
-from pipelines.manifest import DataFile, validate_manifest
+from pipelines.manifest import DataFile, TableView, table_views, validate_manifest
 from pipelines.metric_kinds import kind_of
 from pipelines.released import released_name
 
@@ -146,8 +146,9 @@ def describe_schema(schema: pa.Schema) -> list[dict[str, str]]:
     return [{"name": field.name, "type": str(field.type)} for field in schema]
 
 
-def check_data_files(data: Path, expected: pa.Schema) -> list[DataFile]:
+def check_data_files(data: Path, expected: pa.Schema, directory: str = "data") -> list[DataFile]:
     """Checksums and row counts of the part files; each file's schema must be ``expected``.
+    ``directory``: the files' directory inside the version, as their listed paths start.
 
     Reads Parquet footers only. Raises PublishError on any schema difference.
     """
@@ -162,7 +163,7 @@ def check_data_files(data: Path, expected: pa.Schema) -> list[DataFile]:
             )
         out.append(
             DataFile(
-                path=f"data/{file.name}",
+                path=f"{directory}/{file.name}",
                 bytes=file.stat().st_size,
                 sha256=_sha256(file),
                 rows=footer.num_rows,
@@ -326,10 +327,33 @@ def verify_release(version_dir: Path) -> list[str]:
             f"{MANIFEST}: invalid ({type(error).__name__}: {str(error).splitlines()[0]})"
         )
         return problems
+    views = table_views(manifest)
+    problems.extend(_unlisted_tables(version_dir, views))
+    for view in views:
+        problems.extend(_verify_table(version_dir, view))
+    return problems
+
+
+def _unlisted_tables(version_dir: Path, views: list[TableView]) -> list[str]:
+    """Table directories present in the version but absent from its manifest."""
+    listed = {v.directory for v in views}
+    present = {"data"} if (version_dir / "data").is_dir() else set()
+    if (version_dir / "tables").is_dir():
+        present |= {f"tables/{p.name}" for p in (version_dir / "tables").iterdir()}
+    return [
+        f"{extra}: present but not listed in the manifest" for extra in sorted(present - listed)
+    ]
+
+
+def _verify_table(version_dir: Path, view: TableView) -> list[str]:
+    """Problems of one table's files: listing, digests, rows, schema and values."""
+    problems: list[str] = []
+    manifest, directory = view.manifest, view.directory
     listed = {f["path"]: f for f in manifest["data"]["files"]}
+    folder = version_dir / directory
     present = (
-        {f"data/{p.name}" for p in (version_dir / "data").glob("*") if p.is_file()}
-        if (version_dir / "data").is_dir()
+        {f"{directory}/{p.name}" for p in folder.glob("*") if p.is_file()}
+        if folder.is_dir()
         else set()
     )
     for missing in sorted(set(listed) - present):
@@ -355,7 +379,7 @@ def verify_release(version_dir: Path) -> list[str]:
         problems.extend(f"{path}: {p}" for p in check_values(table, manifest))
     if total != manifest["data"]["row_count"]:
         problems.append(
-            f"data: {total} rows in files, manifest says {manifest['data']['row_count']}"
+            f"{directory}: {total} rows in files, manifest says {manifest['data']['row_count']}"
         )
     return problems
 

@@ -16,8 +16,8 @@ from typing import Literal
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipelines.config import JobConfig
-from pipelines.contracts import OperatorReport, check_input_schema, operator_dir
+from pipelines.config import JobConfig, ReleaseSpec, single_table
+from pipelines.contracts import OperatorReport, Verdict, check_input_schema, operator_dir
 from pipelines.errors import InputContractError, OutputContractError
 from pipelines.integrity import (
     budget_state,
@@ -28,7 +28,7 @@ from pipelines.integrity import (
     reconcile_ledger,
 )
 from pipelines.ledger import BudgetState, LedgerStore, Registration
-from pipelines.plan import ReleasePlan, build_plan
+from pipelines.manifest import table_views
 from pipelines.policy import govern
 from pipelines.progress import Progress
 from pipelines.public_keys import public_key_frame
@@ -40,6 +40,7 @@ from pipelines.release import (
     staging_dir,
     version_for_period,
 )
+from pipelines.release_plan import ReleasePlans, build_release_plans
 from pipelines.source import check_input_files, read_input
 
 log = logging.getLogger("dprelease")
@@ -70,18 +71,18 @@ def run_status(error: BaseException) -> str:
 
 @dataclass(frozen=True)
 class RunStart:
-    """What every run settles before Spark: the plan, the ledger, the release directory, the
-    version already published for the data period (None if there is none), and the
-    registration (policy tier, registry fields) the charge will record."""
+    """What every run settles before Spark: the plans of its tables, the ledger, the
+    release directory, the version already published for the data period (None if there
+    is none), and the registration (policy tier, registry fields) the charge will record."""
 
-    plan: ReleasePlan
+    plans: ReleasePlans
     ledger: LedgerStore
     release: Path
     existing: Version | None
     registration: Registration = field(default_factory=Registration)
 
 
-def start_run(config: JobConfig, *, supersede: bool = False) -> RunStart:
+def start_run(release: JobConfig | ReleaseSpec, *, supersede: bool = False) -> RunStart:
     """The checks a run makes first: plan, exact arithmetic, the policy tier (before the
     ledger is opened), ledger and its reconciliation, the release against its ledger and,
     unless the period is published and not superseded (a no-op), the tier binding and the
@@ -90,17 +91,19 @@ def start_run(config: JobConfig, *, supersede: bool = False) -> RunStart:
     Needs no Spark, so a retried run that has nothing to do fails or returns before a
     session starts.
     """
-    plan = build_plan(config)  # includes the exact-arithmetic proof
-    registration = govern(config, plan)  # docs/privacy.md §12: refused before the ledger
+    spec = release if isinstance(release, ReleaseSpec) else single_table(release)
+    config = spec.config  # the release-level sections, equal in every table
+    plans = build_release_plans(spec)  # includes each table's exact-arithmetic proof
+    registration = govern(config, plans)  # docs/privacy.md §12: refused before the ledger
     ledger = open_ledger(config)
-    release = release_dir(config.release.output_root, config.release.name)
-    reconcile_ledger(ledger, release, config)
-    check_release_held(ledger, release, config)
-    existing = version_for_period(release, config.release.data_period)
+    directory = release_dir(config.release.output_root, config.release.name)
+    reconcile_ledger(ledger, directory, config)
+    check_release_held(ledger, directory, config)
+    existing = version_for_period(directory, config.release.data_period)
     if existing is None or supersede:
         check_tier_binding(ledger, config, registration)
-        check_budget_admits(ledger, config, plan.composition.epsilon, plan.composition.delta)
-    return RunStart(plan, ledger, release, existing, registration)
+        check_budget_admits(ledger, config, plans.epsilon, plans.delta)
+    return RunStart(plans, ledger, directory, existing, registration)
 
 
 def already_published(
@@ -126,7 +129,7 @@ class PreparedRun:
     staging: Path
     report: OperatorReport
     frame: DataFrame
-    public_keys: DataFrame | None
+    public_keys: tuple[DataFrame | None, ...]  # per table, in the plans' order
     progress: Progress = field(default_factory=lambda: Progress(log))  # step lines (§11)
 
 
@@ -154,14 +157,27 @@ def prepare_run(spark: SparkSession, config: JobConfig, start: RunStart) -> Prep
     try:
         check_input_files(config)
         frame = read_input(spark, config)
-        report.record(check_input_schema(frame, start.plan.columns))
-        keys = config.partition_selection.public_keys
-        public = None if keys is None else public_key_frame(spark, keys, frame, config)
+        public = []
+        for table in start.plans.tables:
+            verdict = check_input_schema(frame, table.plan.columns)
+            report.record(named_verdict(verdict, table.spec.name))
+            keys = table.config.partition_selection.public_keys
+            public.append(
+                None if keys is None else public_key_frame(spark, keys, frame, table.config)
+            )
     except BaseException as error:
         discard_staging(staging)
         report.finish(run_status(error))
         raise
-    return PreparedRun(start, run_id, staging, report, frame, public)
+    return PreparedRun(start, run_id, staging, report, frame, tuple(public))
+
+
+def named_verdict(verdict: Verdict, table: str | None) -> Verdict:
+    """A table's contract verdict, its results keyed by the table when there are several."""
+    if table is None:
+        return verdict
+    results = {f"{table}/{name}": result for name, result in verdict.results.items()}
+    return Verdict(verdict.contract, results, verdict.error)
 
 
 def release_result(
@@ -176,7 +192,7 @@ def release_result(
         release=config.release.name,
         version=version.name,
         path=str(version.path),
-        row_count=int(manifest["data"]["row_count"]),
+        row_count=sum(int(v.manifest["data"]["row_count"]) for v in table_views(manifest)),
         epsilon=float(manifest["privacy"]["epsilon"]),
         delta=float(manifest["privacy"]["delta"]),
         budget=budget,

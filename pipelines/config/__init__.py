@@ -34,7 +34,6 @@ from pipelines.config.limits import LifetimeEpsilon as LifetimeEpsilon
 from pipelines.config.limits import Number as Number
 from pipelines.config.model import JobConfig
 from pipelines.config.model import config_digest as config_digest
-from pipelines.config.model import config_json_schema as config_json_schema
 from pipelines.config.privacy import BudgetConfig as BudgetConfig
 from pipelines.config.privacy import ContributionBoundsConfig as ContributionBoundsConfig
 from pipelines.config.privacy import LedgerConfig as LedgerConfig
@@ -53,9 +52,16 @@ from pipelines.config.sections import PostProcessingConfig as PostProcessingConf
 from pipelines.config.sections import PublicKeysConfig as PublicKeysConfig
 from pipelines.config.sections import ReleaseConfig as ReleaseConfig
 from pipelines.config.sections import RowRule as RowRule
+from pipelines.config.tables import MultiTableConfig as MultiTableConfig
+from pipelines.config.tables import ReleaseSpec as ReleaseSpec
+from pipelines.config.tables import TableSpec as TableSpec
+from pipelines.config.tables import config_json_schema as config_json_schema
+from pipelines.config.tables import single_table as single_table
 from pipelines.config.yaml_loading import DuplicateKeyError as DuplicateKeyError
 from pipelines.config.yaml_loading import config_from_mapping, load_config
+from pipelines.config.yaml_loading import load_release as load_release
 from pipelines.config.yaml_loading import parse_yaml as parse_yaml
+from pipelines.config.yaml_loading import release_from_mapping as release_from_mapping
 from pipelines.errors import ConfigError
 
 __all__ = ["ConfigError", "JobConfig", "config_from_mapping", "load_config"]

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -143,8 +143,3 @@ def config_digest(config: JobConfig) -> str:
     """SHA-256 of the canonical JSON of the config (identifies the job, not the data)."""
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def config_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the job config (what `dprelease schema` prints)."""
-    return JobConfig.model_json_schema()

@@ -14,6 +14,13 @@ import yaml
 from pydantic import ValidationError
 
 from pipelines.config.model import JobConfig
+from pipelines.config.tables import (
+    MultiTableConfig,
+    ReleaseSpec,
+    TableInvalidError,
+    release_spec,
+    single_table,
+)
 from pipelines.errors import ConfigError
 
 
@@ -30,10 +37,30 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def _error_lines(error: ValidationError, prefix: str = "") -> list[str]:
+    """One line per pydantic error: its dotted field path and a plain message."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = _field_path(tuple(item["loc"]))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; `dprelease schema` lists the fields)"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        message = message.removeprefix("Value error, ")
+        lines.append(f"{prefix}{path}: {message}")
+    return lines
+
+
+def _invalid(source: str, lines: list[str]) -> ConfigError:
+    return ConfigError(f"{source}: invalid config\n  " + "\n  ".join(lines))
+
+
 def config_from_mapping(
     raw: Any, source: str = "config", base_dir: Path | None = None
 ) -> JobConfig:
-    """Validate a parsed YAML document; raise ConfigError naming every bad field path.
+    """Validate a parsed single-table YAML document; raise ConfigError naming every bad
+    field path.
 
     With ``base_dir``, relative ``input.path``, ``partition_selection.public_keys.path``,
     ``release.output_root`` and ``ledger.path`` are resolved against it (absolute paths
@@ -44,17 +71,26 @@ def config_from_mapping(
     try:
         return JobConfig.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as error:
-        lines = []
-        for item in error.errors(include_url=False, include_input=False):
-            path = _field_path(tuple(item["loc"]))
-            message = item["msg"]
-            if item["type"] == "extra_forbidden":
-                message = "unknown field (check the spelling; `dprelease schema` lists the fields)"
-            elif item["type"] == "missing":
-                message = "required field is missing"
-            message = message.removeprefix("Value error, ")
-            lines.append(f"{path}: {message}")
-        raise ConfigError(f"{source}: invalid config\n  " + "\n  ".join(lines)) from None
+        raise _invalid(source, _error_lines(error)) from None
+
+
+def release_from_mapping(
+    raw: Any, source: str = "config", base_dir: Path | None = None
+) -> ReleaseSpec:
+    """Validate a parsed YAML document of either form: with ``tables:`` (several tables)
+    or without (one table). Raises ConfigError naming every bad field path; a rule a
+    table breaks as a job of its own names ``tables[i]`` and the field."""
+    if not isinstance(raw, dict) or "tables" not in raw:
+        return single_table(config_from_mapping(raw, source, base_dir))
+    try:
+        multi = MultiTableConfig.model_validate(raw, context={"base_dir": base_dir})
+        return release_spec(multi)
+    except ValidationError as error:
+        raise _invalid(source, _error_lines(error)) from None
+    except TableInvalidError as invalid:
+        name = raw["tables"][invalid.index].get("name", "")
+        prefix = f"tables[{invalid.index}] ({name}): "
+        raise _invalid(source, _error_lines(invalid.error, prefix)) from None
 
 
 class DuplicateKeyError(yaml.YAMLError):
@@ -117,8 +153,9 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
 
 
-def load_config(path: str | Path) -> JobConfig:
-    """Read and validate a YAML job config; raise ConfigError on any problem.
+def load_release(path: str | Path) -> ReleaseSpec:
+    """Read and validate a YAML job config of either form (one table or ``tables:``);
+    raise ConfigError on any problem.
 
     Relative paths in the file are resolved against the file's folder (as named by
     ``path``), so a job reads and writes the same files from any working directory.
@@ -138,4 +175,13 @@ def load_config(path: str | Path) -> JobConfig:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{file}: malformed YAML{where}") from None
-    return config_from_mapping(raw, str(file), base_dir=file.parent)
+    return release_from_mapping(raw, str(file), base_dir=file.parent)
+
+
+def load_config(path: str | Path) -> JobConfig:
+    """Read and validate a single-table YAML job config; raise ConfigError on any problem
+    (a config with ``tables:`` is refused: use ``load_release``)."""
+    spec = load_release(path)
+    if spec.multi:
+        raise ConfigError(f"{path}: a release of several tables (use load_release)")
+    return spec.config
