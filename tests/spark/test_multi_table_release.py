@@ -26,8 +26,13 @@ from tests.doubles import ZeroNoise
 from tests.support import HUGE_LIFETIME, write_rows
 
 ROWS = pa.schema(
-    [("user", pa.string()), ("key", pa.string()), ("region", pa.string()), ("week", pa.int32())]
-    + [("value", pa.float64())]
+    [
+        ("user", pa.string()),
+        ("key", pa.string()),
+        ("region", pa.string()),
+        ("week", pa.int32()),
+        ("value", pa.float64()),
+    ]
 )
 REGIONS = ["north", "south", "east"]
 
