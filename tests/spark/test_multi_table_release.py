@@ -157,7 +157,9 @@ def test_a_fault_in_the_last_table_publishes_nothing(
     raw = release_mapping(tmp_path / "releases", rows_path)
     spec = spec_of(raw)
     last = build_release_plans(spec).tables[-1].plan
-    scale = last.aggregate("sum_value").noise.scale
+    noise = last.aggregate("sum_value").noise
+    assert isinstance(noise, DiscreteLaplace)
+    scale = noise.scale
     earlier = [a.noise for t in build_release_plans(spec).tables[:-1] for a in t.plan.aggregates]
     assert all(getattr(n, "scale", None) != scale for n in earlier)  # only the last table fails
     with pytest.raises(Exception, match="injected failure in the last table"):
