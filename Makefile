@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CONFIG ?= conf/jobs/movielens_genres.yaml
+CONFIG ?= conf/jobs/movielens_tables.yaml
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
@@ -29,7 +29,7 @@ check-java: ## Check that Java 17+ is installed (Spark needs it)
 browser: ## Install the headless Chromium the card's browser test drives (Debian package; root)
 	bash scripts/install-browser.sh
 
-run: $(STAMP) ## Run the main job (per-genre DP statistics of the bundled MovieLens ratings) and show it
+run: $(STAMP) ## Run the main job (a three-table DP release of the bundled MovieLens ratings: per genre, per year, per genre and year) and show it
 	$(PY) -m jobs.demo_data data/movielens/ratings.parquet
 	@status=0; summary=$$($(VENV)/bin/dprelease run $(CONFIG)) || status=$$?; \
 	echo "$$summary"; \
@@ -63,7 +63,7 @@ test-airflow: $(STAMP) ## The Airflow DAG test, with Airflow in its own venv (.v
 
 BENCH_ROWS ?= 1000000,10000000
 export BENCH_ROWS
-bench: $(STAMP) ## Benchmarks: samplers vs OpenDP, DP job vs plain groupBy, L0 A/B, bounding utility (BENCH_ROWS=1000000,10000000)
+bench: $(STAMP) ## Benchmarks: samplers vs OpenDP, DP job vs plain groupBy, L0 A/B, bounding utility, 3 tables vs 3 runs (BENCH_ROWS=1000000,10000000)
 	$(PY) -m benchmarks
 
 package: $(STAMP) ## Build the wheel and the relocatable environment archive into dist/

@@ -1,4 +1,5 @@
-"""``make bench``: samplers, the pipeline, the L0 A/B and bounding utility; one run logged.
+"""``make bench``: samplers, the pipeline, the L0 A/B, bounding utility and a release of
+several tables against separate runs; one run logged.
 
 Knobs come from the environment (see ``benchmarks.pipeline``): ``BENCH_ROWS``,
 ``BENCH_REPEATS``, ``BENCH_DIR``, ``BENCH_SAMPLERS``, ``BENCH_LOG``. The run appends
@@ -7,7 +8,7 @@ exactly one section to the log, and only after every measurement succeeded.
 
 from __future__ import annotations
 
-from benchmarks import l0_methods, utility
+from benchmarks import l0_methods, tables, utility
 from benchmarks.pipeline import BenchOptions, pipeline_section, run_pipeline, say
 from benchmarks.report import append_report, machine_section, sampler_section
 from benchmarks.samplers import sampler_rows
@@ -25,6 +26,8 @@ def main() -> None:
     l0 = l0_methods.run(options.rows, options.repeats, options.work_dir)
     say(f"utility of bounding on {options.rows[0]:,} rows")
     bias = utility.run(options.rows[0], options.work_dir)
+    say(f"three tables as one release against three runs, {options.rows[0]:,} rows")
+    several = tables.run(options.rows[0], options.repeats, options.work_dir)
     text = (
         machine_section(machine)
         + "\n"
@@ -33,6 +36,8 @@ def main() -> None:
         + l0
         + "\n"
         + bias
+        + "\n"
+        + several
         + "\n"
         + sampler_section(samplers)
     )

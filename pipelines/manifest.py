@@ -317,7 +317,7 @@ def build_release_manifest(
     """The one manifest of a release of several tables, validated against the allow-list.
 
     The privacy and composition sections state the release total (the sum over tables,
-    docs/privacy.md §7); each table's section has its bounds, selection, columns,
+    docs/privacy.md §8); each table's section has its bounds, selection, columns,
     mechanisms, its own composition and its files.
     """
     first = plans.tables[0].plan

@@ -3,7 +3,7 @@
 Every table of a release reads the same privacy units, so the tables compose
 sequentially: the release spends the sum of the tables' (epsilon, delta), each table
 spends within its share, and each table's partitions compose in parallel inside it
-(docs/privacy.md §7). Invariant: the release total is at most the release budget.
+(docs/privacy.md §8). Invariant: the release total is at most the release budget.
 """
 
 from __future__ import annotations

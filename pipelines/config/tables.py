@@ -6,7 +6,7 @@ table's sections and its share of the budget), so every single-table rule applie
 each table unchanged. A config without ``tables:`` is a release of one table.
 
 Invariants: table names are distinct directory names; the tables' budgets add up to at
-most the release budget (sequential composition over tables, docs/privacy.md §7); a
+most the release budget (sequential composition over tables, docs/privacy.md §8); a
 table's delta share is 0 only when it needs no delta (public keys and Laplace noise).
 """
 

@@ -48,7 +48,8 @@ def _error_lines(error: ValidationError, prefix: str = "") -> list[str]:
         elif item["type"] == "missing":
             message = "required field is missing"
         message = message.removeprefix("Value error, ")
-        lines.append(f"{prefix}{path}: {message}")
+        where = "" if prefix and path == "(top level)" else f"{path}: "
+        lines.append(f"{prefix}{where}{message}")
     return lines
 
 

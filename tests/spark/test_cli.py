@@ -69,7 +69,9 @@ def test_config_errors_exit_2_and_name_the_field(
 def test_schema_command_prints_the_config_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == ExitCode.OK
     schema = json.loads(capsys.readouterr().out)
-    assert "contribution_bounds" in schema["properties"]
+    single, multi = (schema["$defs"][ref["$ref"].rsplit("/", 1)[1]] for ref in schema["anyOf"])
+    assert "contribution_bounds" in single["properties"]
+    assert "tables" in multi["required"] and "tables" not in single["properties"]
 
 
 def test_no_cli_option_reaches_a_test_hook() -> None:

@@ -149,6 +149,13 @@ def test_three_tables_publish_atomically_verify_and_are_charged_once(
     assert f"{manifest['privacy']['epsilon']:.6g}" in readme
     card = (version / "card.html").read_text("utf-8")
     assert all(f'id="table-{v.name}"' in card for v in views)
+    # verify checks every table: a changed file or a stray table is caught.
+    part = next((version / "tables" / "by_region").glob("*.parquet"))
+    part.write_bytes(part.read_bytes() + b"x")
+    (version / "tables" / "extra").mkdir()
+    problems = verify_release(version)
+    assert any(p.startswith("tables/by_region/part-") and "SHA-256" in p for p in problems)
+    assert "tables/extra: present but not listed in the manifest" in problems
 
 
 def test_a_fault_in_the_last_table_publishes_nothing(
