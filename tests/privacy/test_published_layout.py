@@ -19,7 +19,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from jobs.cli import main
-from pipelines.config import ConfigError, config_from_mapping
+from pipelines.config import ConfigError, config_from_mapping, release_from_mapping
 from pipelines.errors import ExitCode
 from pipelines.job import run_release
 from pipelines.plan import build_plan
@@ -209,3 +209,49 @@ def test_the_manifest_carries_no_run_duration(spark: SparkSession, tmp_path: Pat
     version = _run(spark, tmp_path / "one", _base_rows(keys=2))
     release = json.loads((version / "manifest.json").read_text())["release"]
     assert re.fullmatch(r"[0-9a-f]{32}", release["run_id"])
+
+
+def _tables_release(
+    spark: SparkSession, root: Path, rows: list[dict[str, Any]], files: int
+) -> Path:
+    """A release of two tables over ``rows`` (both by key, other metrics and bounds)."""
+    data = _write(root / "input", rows, files)
+    single = audit_config(root / "releases", data)
+    shared = {k: single[k] for k in ("release", "input", "privacy_unit", "budget", "ledger")}
+    tables = [
+        {
+            "name": name,
+            "partition_columns": ["key"],
+            "metrics": metrics,
+            "contribution_bounds": {
+                "max_partitions_per_unit": l0,
+                "max_rows_per_unit_per_partition": 2,
+            },
+        }
+        for name, metrics, l0 in (
+            ("counts", [{"metric": "count"}], 1),
+            ("sums", [{"metric": "sum", "column": "value", "lower": 0.0, "upper": 10.0}], 2),
+        )
+    ]
+    spec = release_from_mapping(shared | {"tables": tables})
+    return Path(run_release(spark, spec, source=CertainKeysOnly()).path)
+
+
+def test_every_table_of_a_release_has_a_layout_of_its_released_rows_only(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Neighbours one unit apart (a fresh key, kept with probability < 1) and inputs in 7
+    files against 1 publish the same bytes in every table of a release of several."""
+    rows = _base_rows()
+    extra = [{"user": "newcomer", "key": "a-new-key", "value": 3.0}]
+    d = _tables_release(spark, tmp_path / "d", rows + extra, files=7)
+    d_prime = _tables_release(spark, tmp_path / "d_prime", rows, files=1)
+
+    def files(version: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(version)): p.read_bytes()
+            for p in sorted((version / "tables").rglob("*"))
+            if p.is_file()
+        }
+
+    assert files(d) == files(d_prime) and len(files(d)) == 2

@@ -88,6 +88,7 @@ def test_no_cli_option_reaches_a_test_hook() -> None:
     # registry names its ledger (--config or --ledger) and filters by --dataset.
     allowed = {"-h", "--help", "--supersede", "--config", "--format", "--limit", "--offset"}
     allowed |= {"--units"}  # plan: partition sizes to report expected intervals at
+    allowed |= {"--table"}  # show and export: one table of a release of several
     assert options <= allowed | {"--epsilon", "--delta", "--reason", "--ledger", "--dataset"}
     top = {option for item in parser._actions for option in item.option_strings}
     assert top <= {"-h", "--help", "--version", "--verbose"}
