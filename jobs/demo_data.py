@@ -13,7 +13,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
 SCHEMA = pa.schema(
     [
         ("userId", pa.int64()),
