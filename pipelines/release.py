@@ -1,7 +1,8 @@
 """The release directory: staging, atomic publication, reading and verification.
 
 Layout: ``<output_root>/<release_name>/vNNNN/{data/part-*.parquet, manifest.json, README.md}``
-and ``_staging/<run_id>/`` (never read by consumers). Invariants: a version directory
+(a release of several tables: ``tables/<table>/part-*.parquet`` instead of ``data/``) and
+``_staging/<run_id>/`` (never read by consumers). Invariants: a version directory
 appears only by one atomic rename of a complete staging directory whose manifest was
 written last; a version without a manifest does not exist; versions are never rewritten.
 """

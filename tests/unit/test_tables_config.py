@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from jobs.cli import main
 from pipelines.config import ConfigError, load_release, release_from_mapping
-from pipelines.errors import PolicyViolation
+from pipelines.errors import ExitCode, PolicyViolation
 from pipelines.policy import govern
 from pipelines.release_plan import build_release_plans, describe_release_plans
 from tests.support import PLAN_JOB, config_mapping
@@ -150,3 +152,22 @@ def test_a_policy_tier_caps_the_release_total_and_binds_every_table(tmp_path: Pa
     spec = release_from_mapping(raw)
     with pytest.raises(PolicyViolation, match=r"tables \(by_key\) min_units: .* is 2"):
         govern(spec.config, build_release_plans(spec))
+
+
+def test_plan_prints_each_tables_noise_and_keep_probability_then_the_totals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump(tables_mapping()), encoding="utf-8")
+    assert main(["plan", str(path), "--epsilon", "2"]) == ExitCode.OK
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["totals"]["epsilon"] == pytest.approx(2.0)
+    by_key, by_region = printed["tables"]
+    assert (by_key["name"], by_region["name"]) == ("by_key", "by_region")
+    for table in (by_key, by_region):
+        assert table["budget"]["epsilon"] == pytest.approx(1.0)
+        for figures in table["accuracy"]["metrics"].values():
+            assert all(f["std"] > 0 and f["half_width"] > 0 for f in figures)
+    keep = by_key["accuracy"]["keep_probability_by_units"]
+    assert keep[0][1] < 0.5 and keep[-1][1] == 1.0  # private selection: keep rises to 1
+    assert by_region["selection"]["mechanism"] == "public"
