@@ -19,7 +19,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from pipelines.card_charts import VALUE_COLOUR
-from pipelines.config import config_from_mapping
+from pipelines.config import config_from_mapping, release_from_mapping
 from pipelines.job import run_release
 from tests.support import EVENTS, audit_config, write_rows
 
@@ -58,22 +58,63 @@ def _colour_pixels(png: bytes, colour: str, tolerance: int = 40) -> int:
     return int((np.abs(pixels - target) <= tolerance).all(axis=-1).sum())
 
 
-def _published_card(spark: SparkSession, tmp_path: Path) -> Path:
+SINGLE_CHARTS = {
+    "chart-metric-count",
+    "chart-metric-sum_value",
+    "chart-metric-mean_value",
+    "chart-keep",
+    "chart-budget",
+    "chart-spend",
+}
+# A release of two tables: each table's charts carry its name, the spend chart is shared.
+TABLES_CHARTS = {
+    "chart-metric-counts-count",
+    "chart-keep-counts",
+    "chart-budget-counts",
+    "chart-metric-means-mean_value",
+    "chart-keep-means",
+    "chart-budget-means",
+    "chart-spend",
+}
+
+
+def _published_card(spark: SparkSession, tmp_path: Path, tables: bool) -> Path:
     rows: list[dict[str, Any]] = [
         {"user": f"u{k}-{u}", "key": f"key-{k}", "value": float((u + k) % 10)}
         for k in range(6)
         for u in range(30 + 10 * k)
     ]
     data = write_rows(tmp_path / "input" / "events.parquet", rows, EVENTS)
-    config = config_from_mapping(audit_config(tmp_path / "releases", data))
-    return Path(run_release(spark, config).path) / "card.html"
+    raw = audit_config(tmp_path / "releases", data)
+    if not tables:
+        return Path(run_release(spark, config_from_mapping(raw)).path) / "card.html"
+    shared = {k: raw[k] for k in ("release", "input", "privacy_unit", "budget", "ledger")}
+    metrics = {"counts": [{"metric": "count"}], "means": raw["metrics"][2:]}
+    spec = release_from_mapping(
+        shared
+        | {
+            "tables": [
+                {
+                    "name": name,
+                    "partition_columns": ["key"],
+                    "contribution_bounds": raw["contribution_bounds"],
+                    "metrics": table_metrics,
+                }
+                for name, table_metrics in metrics.items()
+            ]
+        }
+    )
+    return Path(run_release(spark, spec).path) / "card.html"
 
 
-def test_the_card_loads_cleanly_and_shows_its_charts(spark: SparkSession, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tables", [False, True], ids=["one table", "two tables"])
+def test_the_card_loads_cleanly_and_shows_its_charts(
+    spark: SparkSession, tmp_path: Path, tables: bool
+) -> None:
     executable = _browser_or_skip()
     from playwright.sync_api import sync_playwright
 
-    card = _published_card(spark, tmp_path)
+    card = _published_card(spark, tmp_path, tables)
     problems: list[str] = []
     requests: list[str] = []
     with sync_playwright() as playwright:
@@ -95,14 +136,8 @@ def test_the_card_loads_cleanly_and_shows_its_charts(spark: SparkSession, tmp_pa
             assert page.title().startswith("audit v0001")
             figures = page.locator("figure")
             names = [figures.nth(i).get_attribute("id") for i in range(figures.count())]
-            assert set(names) >= {
-                "chart-metric-count",
-                "chart-metric-sum_value",
-                "chart-metric-mean_value",
-                "chart-keep",
-                "chart-budget",
-                "chart-spend",
-            }
+            assert len(set(names)) == len(names)  # no identifier twice
+            assert set(names) >= (TABLES_CHARTS if tables else SINGLE_CHARTS)
             for name in names:
                 chart = page.locator(f"#{name} svg")
                 box = chart.bounding_box()
