@@ -8,7 +8,7 @@ exactly one section to the log, and only after every measurement succeeded.
 
 from __future__ import annotations
 
-from benchmarks import l0_methods, tables, utility
+from benchmarks import l0_methods, selection, tables, utility
 from benchmarks.pipeline import BenchOptions, pipeline_section, run_pipeline, say
 from benchmarks.report import append_report, machine_section, sampler_section
 from benchmarks.samplers import sampler_rows
@@ -28,6 +28,8 @@ def main() -> None:
     bias = utility.run(options.rows[0], options.work_dir)
     say(f"three tables as one release against three runs, {options.rows[0]:,} rows")
     several = tables.run(options.rows[0], options.repeats, options.work_dir)
+    say("released keys and errors: previous default selection against today's")
+    keys = selection.run(options.rows, options.repeats, options.work_dir)
     text = (
         machine_section(machine)
         + "\n"
@@ -38,6 +40,8 @@ def main() -> None:
         + bias
         + "\n"
         + several
+        + "\n"
+        + keys
         + "\n"
         + sampler_section(samplers)
     )

@@ -57,9 +57,11 @@ class BudgetSplit:
         check_share(float(eps) if not self.gaussian else min(float(eps), rho), key)
         return eps, rho
 
-    def selection_epsilon(self) -> float:
-        """The largest double at or below selection's exact share: it spends at most that."""
-        return float_down(Fraction(self.epsilon) * self.shares["selection"])
+    def selection_epsilon(self, names: Iterable[str] = ("selection",)) -> float:
+        """The largest double at or below the exact shares of ``names`` (selection, and the
+        privacy_id_count a threshold rule reuses): the rule spends at most that."""
+        share = sum((self.shares[name] for name in names), Fraction(0))
+        return float_down(Fraction(self.epsilon) * share)
 
     def compose(self, selection: Selection, aggregates: Iterable[NoisyAggregate]) -> Composition:
         """The composition of selection and every aggregate, checked against the budget."""
@@ -79,8 +81,12 @@ class BudgetSplit:
         return composition
 
 
-def split_budget(config: JobConfig) -> BudgetSplit:
-    """The split of ``config``'s budget in exact rational shares (docs/privacy.md §5, §8)."""
+def split_budget(config: JobConfig, reused: str | None = None) -> BudgetSplit:
+    """The split of ``config``'s budget in exact rational shares (docs/privacy.md §5, §8).
+
+    ``reused``: the privacy_id_count a threshold rule selects on; its share is spent by
+    the selection, so the metrics' zCDP budget leaves it out.
+    """
     weights = config.weights
     shares = exact_shares(weights)
     epsilon, delta = config.budget.epsilon, config.budget.delta
@@ -88,10 +94,12 @@ def split_budget(config: JobConfig) -> BudgetSplit:
     gaussian = config.noise == "gaussian"
     selection_delta = (delta / 2 if gaussian else delta) if private else 0.0
     conversion_delta = delta - selection_delta if gaussian else 0.0
-    metric_share = sum((shares[m.output_name] for m in config.metrics), Fraction(0))
+    metric_share = sum(
+        (shares[m.output_name] for m in config.metrics if m.output_name != reused), Fraction(0)
+    )
     rho_total = (
         rho_for_epsilon_delta(float_down(Fraction(epsilon) * metric_share), conversion_delta)
-        if gaussian
+        if gaussian and metric_share > 0
         else 0.0
     )
     return BudgetSplit(

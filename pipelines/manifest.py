@@ -173,9 +173,8 @@ def _contribution_bounds(plan: ReleasePlan) -> dict[str, Any]:
 
 
 def _partitions(plan: ReleasePlan) -> dict[str, Any]:
-    partitions = describe_selection(plan.selection) | {
-        "columns": list(plan.columns.partition_columns)
-    }
+    selection = describe_selection(plan.selection, plan.selection_reuses, plan.selection_reason)
+    partitions = selection | {"columns": list(plan.columns.partition_columns)}
     if isinstance(plan.selection, PublicPartitions):
         partitions["note"] = "every public key is released, with noise, even when absent"
     return partitions

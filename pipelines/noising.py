@@ -24,7 +24,7 @@ from pyspark.sql.pandas.functions import pandas_udf
 
 from dp_ops.noise import NoiseDistribution
 from dp_ops.samplers import sample_bernoulli
-from dp_ops.selection_rules import RandomDraws
+from dp_ops.selection_rules import RandomDraws, ThresholdRule
 from pipelines.derivation import IntArray, NoisyPart, PostProcessing, Role
 from pipelines.plan import UNITS, OutputMetric, ReleasePlan
 from pipelines.plan_selection import Selection
@@ -74,6 +74,7 @@ class NoiseStep:
     released: tuple[ReleasedColumn, ...]
     selection: Selection
     post: PostProcessing
+    reuses: str | None = None  # the aggregate whose noisy value is the rule's noisy count
 
     @property
     def inputs(self) -> list[str]:
@@ -95,6 +96,7 @@ def noise_step(plan: ReleasePlan) -> NoiseStep:
         released=plan.released,
         selection=plan.selection,
         post=plan.post,
+        reuses=plan.selection_reuses,
     )
 
 
@@ -152,10 +154,20 @@ def noisy_frame(
     """
     units = _exact_integers(columns[UNITS]).astype(np.int64)
     size = len(units)
-    keep = step.selection.keep(units, source)
-    kept = int(keep.sum())
     noisy: dict[str, IntArray] = {}
+    rule = step.selection
+    if step.reuses is not None and isinstance(rule, ThresholdRule):
+        # Post-aggregation thresholding: one draw per partition, the rule's noisy unit
+        # count, decides the keep and is the released privacy_id_count (docs/privacy.md §6).
+        noisy_units = units + source.integer_noise(rule.noise, size)
+        keep = np.asarray((units >= rule.min_units) & (noisy_units >= rule.threshold), dtype=bool)
+        noisy[step.reuses] = noisy_units[keep]
+    else:
+        keep = rule.keep(units, source)
+    kept = int(keep.sum())
     for aggregate in step.aggregates:
+        if aggregate.name in noisy:
+            continue
         exact = _exact_integers(columns[aggregate.source])[keep]
         noisy[aggregate.name] = exact + source.integer_noise(aggregate.noise, kept)
     released = released_columns(step, noisy, kept)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from dp_ops.accounting import Composition, GroupPrivacy, group_privacy_table
 from dp_ops.calibration import ContributionBounds
+from dp_ops.selection_rules import ThresholdRule
 from pipelines.budget_split import BudgetSplit, split_budget
 from pipelines.config import ConfigError, JobConfig, config_digest
 from pipelines.contract_rules import ContractRules, contract_rules
@@ -29,8 +30,8 @@ from pipelines.plan_limits import (
     check_exact_arithmetic,
     check_rounding,
 )
-from pipelines.plan_metrics import NoisyAggregate, calibrate_metric
-from pipelines.plan_selection import PublicPartitions, Selection, plan_selection
+from pipelines.plan_metrics import NoisyAggregate, calibrate_metric, reused_count
+from pipelines.plan_selection import PublicPartitions, Selection, SelectionChoice, plan_selection
 from pipelines.released import ReleasedColumn, released_columns
 
 __all__ = [
@@ -102,6 +103,10 @@ class ReleasePlan:
     facts: ReleaseFacts
     bounds: ContributionBounds
     selection: Selection
+    #: The privacy_id_count output the selection thresholds (post-aggregation
+    #: thresholding: its noisy value is the rule's noisy unit count); None: no reuse.
+    selection_reuses: str | None
+    selection_reason: str  # why this rule (auto: the comparison; else "configured")
     aggregates: tuple[NoisyAggregate, ...]
     outputs: tuple[OutputMetric, ...]
     released: tuple[ReleasedColumn, ...]
@@ -135,9 +140,17 @@ def _alpha(config: JobConfig) -> float:
 
 
 def _metrics(
-    config: JobConfig, bounds: ContributionBounds, split: BudgetSplit, alpha: float
+    config: JobConfig,
+    bounds: ContributionBounds,
+    split: BudgetSplit,
+    alpha: float,
+    choice: SelectionChoice,
 ) -> tuple[list[NoisyAggregate], list[OutputMetric]]:
-    """Every metric's noisy aggregates, calibrated from its share, and its output record."""
+    """Every metric's noisy aggregates, calibrated from its share, and its output record.
+
+    The privacy_id_count the selection reuses takes the rule's noise and spends nothing of
+    its own (its share is in the rule's).
+    """
     kinds = [kind_of(m.metric) for m in config.metrics]
     count_name = next(
         (m.output_name for m, k in zip(config.metrics, kinds, strict=True) if k.serves_as_count),
@@ -146,7 +159,11 @@ def _metrics(
     aggregates: list[NoisyAggregate] = []
     outputs: list[OutputMetric] = []
     for index, (metric, kind) in enumerate(zip(config.metrics, kinds, strict=True)):
-        calibrated = calibrate_metric(index, metric, kind, bounds, split, alpha, count_name)
+        calibrated = (
+            reused_count(metric.output_name, choice.rule, bounds, alpha)
+            if metric.output_name == choice.reuses and isinstance(choice.rule, ThresholdRule)
+            else calibrate_metric(index, metric, kind, bounds, split, alpha, count_name)
+        )
         aggregates.extend(calibrated.aggregates)
         outputs.append(
             OutputMetric(
@@ -187,9 +204,11 @@ def build_plan(config: JobConfig) -> ReleasePlan:
     )
     alpha = _alpha(config)
     split = split_budget(config)
-    selection = plan_selection(config, bounds, split)
-    aggregates, outputs = _metrics(config, bounds, split, alpha)
-    composition = split.compose(selection, aggregates)
+    choice = plan_selection(config, bounds, split)
+    if choice.reuses is not None:
+        split = split_budget(config, choice.reuses)  # the count's share is the rule's
+    aggregates, outputs = _metrics(config, bounds, split, alpha, choice)
+    composition = split.compose(choice.rule, aggregates)
     post = config.post_processing
     plan = ReleasePlan(
         columns=ReleaseColumns(
@@ -201,7 +220,9 @@ def build_plan(config: JobConfig) -> ReleasePlan:
         post=PostProcessing(post.clamp_negative_counts, post.decimals),
         facts=_facts(config),
         bounds=bounds,
-        selection=selection,
+        selection=choice.rule,
+        selection_reuses=choice.reuses,
+        selection_reason=choice.reason,
         aggregates=tuple(aggregates),
         outputs=tuple(outputs),
         released=released_columns([(o.name, o.kind) for o in outputs]),

@@ -38,8 +38,11 @@ def grid_of(plan: ReleasePlan, aggregate: NoisyAggregate) -> Grid:
     return count_grid()
 
 
-def describe_selection(selection: Selection) -> dict[str, object]:
-    """The selection rule as printed by `plan` and stored in the manifest."""
+def describe_selection(
+    selection: Selection, reuses: str | None = None, reason: str | None = None
+) -> dict[str, object]:
+    """The selection rule as printed by `plan` and stored in the manifest: with
+    ``reuses``, the privacy_id_count it thresholds; with ``reason``, why this rule."""
     if isinstance(selection, PublicPartitions):
         return {
             "mechanism": "public",
@@ -61,6 +64,11 @@ def describe_selection(selection: Selection) -> dict[str, object]:
     if isinstance(selection, ThresholdRule):
         out["threshold"] = selection.threshold
         out["threshold_noise"] = noise_params(selection.noise)
+        out["post_aggregation"] = reuses is not None
+        if reuses is not None:
+            out["thresholds_released"] = reuses
+    if reason is not None:
+        out["choice"] = reason
     return out
 
 
@@ -113,7 +121,10 @@ def describe_plan(plan: ReleasePlan) -> dict[str, object]:
             "max_partitions_per_unit": plan.bounds.max_partitions_per_unit,
             "max_rows_per_unit_per_partition": plan.bounds.max_rows_per_unit_per_partition,
         },
-        "selection": describe_selection(plan.selection) | _public_key_count(plan.selection),
+        "selection": describe_selection(
+            plan.selection, plan.selection_reuses, plan.selection_reason
+        )
+        | _public_key_count(plan.selection),
         "mechanisms": [_mechanism(plan, a) for a in plan.aggregates],
         "confidence_level": plan.confidence_level,
         "totals": {

@@ -22,10 +22,11 @@ from dp_ops.calibration import (
 )
 from dp_ops.grid import MAX_ABS_UNITS, Grid, choose_grid
 from dp_ops.noise import DiscreteLaplace, NoiseDistribution
+from dp_ops.selection_rules import ThresholdRule
 from pipelines.budget_split import BudgetSplit
 from pipelines.config import ConfigError, MetricConfig
 from pipelines.derivation import Encoding, Role
-from pipelines.metric_kinds import MetricKind
+from pipelines.metric_kinds import UNITS, MetricKind
 from pipelines.plan_limits import check_noise
 
 
@@ -199,3 +200,27 @@ def calibrate_metric(
         )
         sources.append((part.role, mechanism))
     return CalibratedMetric(tuple(aggregates), encoding, tuple(sources))
+
+
+def reused_count(
+    name: str, rule: ThresholdRule, bounds: ContributionBounds, alpha: float
+) -> CalibratedMetric:
+    """The privacy_id_count a threshold rule selects on (post-aggregation thresholding).
+
+    Its noisy value is the rule's noisy unit count, drawn once: its noise is the rule's
+    and its spend is inside the rule's (ε, δ), so it spends 0 here (docs/privacy.md §6).
+    """
+    sensitivity = sensitivity_for_partition_bound(bounds, 1)  # one unit adds 1 to L0 keys
+    noise = rule.noise
+    spend = MechanismSpend(
+        name=name,
+        mechanism=noise.kind,
+        epsilon=0.0,
+        delta=0.0,
+        exact_epsilon=Fraction(0),
+        l1_sensitivity=float(sensitivity.l1),
+        l2_sensitivity=sensitivity.l2,
+        noise_scale=float(noise.std()),
+    )
+    aggregate = NoisyAggregate(name, UNITS, noise, sensitivity, spend, noise.ci_half_width(alpha))
+    return CalibratedMetric((aggregate,), None, (("value", name),))

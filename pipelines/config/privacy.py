@@ -206,14 +206,21 @@ class LedgerConfig(_Frozen):
 
 
 SelectionMechanism = Literal[
-    "truncated_geometric", "laplace_threshold", "gaussian_threshold", "public"
+    "auto", "truncated_geometric", "laplace_threshold", "gaussian_threshold", "public"
 ]
 
 
 class PartitionSelectionConfig(_Frozen):
     """How partition keys come to be released."""
 
-    mechanism: SelectionMechanism = Field(default="truncated_geometric")
+    mechanism: SelectionMechanism = Field(
+        default="auto",
+        description=(
+            "auto (default): of truncated_geometric, laplace_threshold and gaussian_threshold, "
+            "the rule that keeps a partition with probability 1/2 at the fewest units, chosen "
+            "from the plan alone; or one of them; or public (public_keys)."
+        ),
+    )
     min_units: Annotated[
         Integer, _at_most(MIN_UNITS_LIMIT, "MIN_UNITS_LIMIT", "no real partition has more units")
     ] = Field(
@@ -223,6 +230,14 @@ class PartitionSelectionConfig(_Frozen):
     )
     public_keys: PublicKeysConfig | None = Field(
         default=None, description="For mechanism 'public'."
+    )
+    post_aggregation: bool = Field(
+        default=True,
+        description=(
+            "With a threshold rule and a released privacy_id_count: select by thresholding "
+            "the released noisy privacy_id_count itself, one budget share (selection's plus "
+            "the count's) for both. false: the rule draws its own noisy count."
+        ),
     )
 
     @model_validator(mode="after")

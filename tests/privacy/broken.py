@@ -124,6 +124,20 @@ class TripledKeepNoise:
         return sample_bernoulli(np.minimum(3.0 * probabilities, 1.0))
 
 
+class ShiftedNoise:
+    """Exact noise shifted up by ``shift``: a threshold rule that keeps as if T were
+    ``shift`` lower (a miscalibrated threshold)."""
+
+    def __init__(self, shift: int) -> None:
+        self.shift = shift
+
+    def integer_noise(self, distribution: NoiseDistribution, size: int) -> npt.NDArray[np.int64]:
+        return distribution.sample(size) + self.shift
+
+    def keep(self, probabilities: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        return sample_bernoulli(probabilities)
+
+
 # Bad RNG: a generator object captured in the UDF closure.
 class CapturedGeneratorNoise:
     """Holds a numpy Generator: every task unpickles the same state and draws the same noise."""

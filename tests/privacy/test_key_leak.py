@@ -22,6 +22,7 @@ strictly below delta_p: the test checks their rate against that exact value too.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from pipelines.config import config_from_mapping
 from pipelines.job import run_release
 from pipelines.release import read_manifest
 from tests.privacy.auditing import rate_interval
-from tests.privacy.broken import TripledKeepNoise, use_variant
+from tests.privacy.broken import ShiftedNoise, TripledKeepNoise, use_variant
 from tests.privacy.neighbours import EVENTS
 from tests.support import audit_config
 
@@ -68,14 +69,24 @@ def release_rate(
     delta: float,
     mechanism: str = "truncated_geometric",
     source: Any = None,
+    post_aggregation: bool = False,
 ) -> tuple[int, dict[str, Any]]:
-    """(released keys, the manifest's partitions section) of one real run."""
+    """(released keys, the manifest's partitions section) of one real run.
+
+    With ``post_aggregation``, the release has a privacy_id_count and the threshold rule
+    selects on it (the count's share joins selection's: the rule's epsilon is 0.5 too).
+    """
+    metrics: list[dict[str, Any]] = [{"metric": "count"}]
+    weights = {"selection": 0.5, "count": 0.5}
+    if post_aggregation:
+        metrics.insert(0, {"metric": "privacy_id_count"})
+        weights = {"selection": 0.25, "privacy_id_count": 0.25, "count": 0.5}
     raw = audit_config(
         directory / "releases",
         data,
-        metrics=[{"metric": "count"}],
-        budget={"epsilon": 1.0, "delta": delta, "weights": {"selection": 0.5, "count": 0.5}},
-        partition_selection={"mechanism": mechanism},
+        metrics=metrics,
+        budget={"epsilon": 1.0, "delta": delta, "weights": weights},
+        partition_selection={"mechanism": mechanism, "post_aggregation": post_aggregation},
         contracts={"empty_input": "publish"},
     )
     raw["release"]["name"] = f"leak_{mechanism}"
@@ -83,7 +94,13 @@ def release_rate(
     table = pq.read_table(Path(result.path) / "data")
     released = set(table.column("key").to_pylist())
     assert released <= {f"key-{i}" for i in range(n)}
-    return len(released), read_manifest(Path(result.path))["partitions"]
+    partitions = read_manifest(Path(result.path))["partitions"]
+    assert partitions.get("post_aggregation", False) == post_aggregation
+    if post_aggregation:  # the released count is the thresholded one: never below T
+        assert all(
+            v >= partitions["threshold"] for v in table.column("privacy_id_count").to_pylist()
+        )
+    return len(released), partitions
 
 
 def assess(k: int, n: int, partitions: dict[str, Any]) -> tuple[bool, str, float]:
@@ -165,4 +182,47 @@ def test_key_leak_threshold_mechanisms(spark: SparkSession, tmp_path: Path, mech
     data = unique_keys(tmp_path / "input", n)
     k, partitions = release_rate(spark, tmp_path / mechanism, data, n, 2e-3, mechanism)
     assert float(partitions["keep_probability_by_units"]["1"]) < partitions["delta_per_partition"]
+    check_correct(k, n, partitions)
+
+
+@pytest.mark.parametrize("mechanism", ["laplace_threshold", "gaussian_threshold"])
+def test_key_leak_post_aggregation_thresholding(
+    spark: SparkSession, tmp_path: Path, mechanism: str
+) -> None:
+    """Post-aggregation thresholding (the default with a privacy_id_count) releases a
+    1-unit key with the rule's exact keep probability, below delta_p.
+
+    10,000 keys, delta = 2e-3; alpha 1e-3 (violation and consistency as above). Power:
+    the same n catches a threshold set ceil(scale * ln 4) + 1 too low (ShiftedNoise),
+    which keeps a 1-unit key more than 4x too often (Laplace: the tail grows by
+    e^(shift/scale)).
+    """
+    n = 10_000
+    data = unique_keys(tmp_path / "input", n)
+    k, partitions = release_rate(
+        spark, tmp_path / mechanism, data, n, 2e-3, mechanism, post_aggregation=True
+    )
+    assert float(partitions["keep_probability_by_units"]["1"]) < partitions["delta_per_partition"]
+    check_correct(k, n, partitions)
+    if mechanism == "laplace_threshold":
+        shift = math.ceil(partitions["threshold_noise"]["scale"] * math.log(4)) + 1
+        source = ShiftedNoise(shift)
+        k, partitions = release_rate(
+            spark, tmp_path / "low", data, n, 2e-3, mechanism, source, post_aggregation=True
+        )
+        violation, report, _ = assess(k, n, partitions)
+        assert violation, f"a threshold {shift} too low went undetected: {report}"
+
+
+@pytest.mark.privacy_full
+@pytest.mark.parametrize("mechanism", ["laplace_threshold", "gaussian_threshold"])
+def test_key_leak_post_aggregation_thresholding_full(
+    spark: SparkSession, tmp_path: Path, mechanism: str
+) -> None:
+    """As above at 100,000 keys, delta = 2e-3."""
+    n = 100_000
+    data = unique_keys(tmp_path / "input", n)
+    k, partitions = release_rate(
+        spark, tmp_path / mechanism, data, n, 2e-3, mechanism, post_aggregation=True
+    )
     check_correct(k, n, partitions)

@@ -279,7 +279,7 @@ def test_threshold_noise_above_the_sampler_limit_names_the_selection() -> None:
         },
         contribution_bounds=bounds(10**6, 1),
         metrics=[{"metric": "privacy_id_count"}],
-        partition_selection={"mechanism": "laplace_threshold"},
+        partition_selection={"mechanism": "laplace_threshold", "post_aggregation": False},
     )
     assert_names(
         message,
@@ -301,7 +301,7 @@ def test_gaussian_threshold_noise_above_the_sampler_limit_names_the_selection() 
         },
         contribution_bounds=bounds(10**6, 1),
         metrics=[{"metric": "privacy_id_count"}],
-        partition_selection={"mechanism": "gaussian_threshold"},
+        partition_selection={"mechanism": "gaussian_threshold", "post_aggregation": False},
     )
     assert_names(
         message,
@@ -319,7 +319,7 @@ def test_threshold_at_or_above_2_53_is_refused() -> None:
         },
         contribution_bounds=bounds(10**6, 1),
         metrics=[{"metric": "privacy_id_count"}],
-        partition_selection={"mechanism": "laplace_threshold"},
+        partition_selection={"mechanism": "laplace_threshold", "post_aggregation": False},
     )
     assert_names(
         message,

@@ -1,0 +1,140 @@
+"""Released keys and errors: the previous defaults against today's, in one run
+(``make bench``; alone: ``python -m benchmarks.selection``).
+
+The benchmark's job (epsilon 1, delta 1e-6, L0 3, Linf 2; count, privacy_id_count, sum and
+mean of ``value`` on [0, 100]; private selection, equal weights) runs with the previous
+default selection (truncated geometric at selection's share, its own noisy count) and with
+today's (``auto``: here Gaussian thresholding of the released privacy_id_count, one share for
+both), alternating, ``BENCH_REPEATS`` times each on the same table. Reported: the mean
+number of released keys and its ratio, and the RMSE of count, sum and mean against the
+truth of the clamped values, over the keys both runs of a pair released.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from benchmarks.pipeline import BenchOptions, bench_config, bench_session, say
+from benchmarks.report import append_report, markdown_table
+from benchmarks.synthetic import LOWER, UPPER, SyntheticTable, synthetic_table
+from pipelines.config import JobConfig, config_from_mapping
+from pipelines.job import run_release
+
+METRICS = ("count", "sum_value", "mean_value")
+
+
+def _with_selection(config: JobConfig, mechanism: str) -> JobConfig:
+    raw = config.model_dump(mode="json", by_alias=True)
+    raw["partition_selection"] = {"mechanism": mechanism}
+    return config_from_mapping(raw, "benchmark selection config")
+
+
+def _truth(spark: SparkSession, table: SyntheticTable) -> dict[int, dict[str, float]]:
+    """count, sum and mean per key of the values clamped to the bounds (no noise)."""
+    clamped = F.least(F.greatest(F.col("value"), F.lit(LOWER)), F.lit(UPPER))
+    rows = (
+        spark.read.parquet(str(table.path))
+        .groupBy("key")
+        .agg(
+            F.count(F.lit(1)).cast("double").alias("count"),
+            F.sum(clamped).alias("sum_value"),
+            F.avg(clamped).alias("mean_value"),
+        )
+        .collect()
+    )
+    return {int(r["key"]): {m: float(r[m]) for m in METRICS} for r in rows}
+
+
+def _released(spark: SparkSession, config: JobConfig, root: Path) -> dict[int, dict[str, Any]]:
+    shutil.rmtree(root, ignore_errors=True)
+    result = run_release(spark, config)
+    table = pq.read_table(Path(result.path) / "data").to_pylist()
+    shutil.rmtree(root, ignore_errors=True)
+    return {int(r["key"]): r for r in table}
+
+
+def _squared_errors(
+    a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], truth: dict[int, dict[str, float]]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    both = sorted(set(a) & set(b))
+    errors_a = {m: [(a[k][m] - truth[k][m]) ** 2 for k in both] for m in METRICS}
+    errors_b = {m: [(b[k][m] - truth[k][m]) ** 2 for k in both] for m in METRICS}
+    return errors_a, errors_b
+
+
+def measure(spark: SparkSession, rows: int, repeats: int, scratch: Path) -> list[object]:
+    """One row of the report for one table size."""
+    table = synthetic_table(spark, rows, scratch / "data")
+    root = scratch / "selection-out"
+    previous = _with_selection(bench_config(table, root), "truncated_geometric")
+    today = _with_selection(bench_config(table, root), "auto")
+    truth = _truth(spark, table)
+    keys: dict[str, list[int]] = {"previous": [], "today": []}
+    errors: dict[str, dict[str, list[float]]] = {
+        "previous": {m: [] for m in METRICS},
+        "today": {m: [] for m in METRICS},
+    }
+    for _ in range(repeats):
+        old, new = _released(spark, previous, root), _released(spark, today, root)
+        keys["previous"].append(len(old))
+        keys["today"].append(len(new))
+        errors_old, errors_new = _squared_errors(old, new, truth)
+        for m in METRICS:
+            errors["previous"][m] += errors_old[m]
+            errors["today"][m] += errors_new[m]
+    mean_old, mean_new = statistics.mean(keys["previous"]), statistics.mean(keys["today"])
+
+    def rmse(which: str, metric: str) -> str:
+        values = errors[which][metric]
+        return f"{math.sqrt(statistics.mean(values)):.4g}" if values else "-"
+
+    return [
+        f"{rows:,}",
+        f"{mean_old:.0f}",
+        f"{mean_new:.0f}",
+        f"{mean_new / mean_old:.2f}",
+        *[f"{rmse('previous', m)} / {rmse('today', m)}" for m in METRICS],
+    ]
+
+
+def run(sizes: tuple[int, ...], repeats: int, scratch: Path) -> str:
+    """The section of the report: one row per size."""
+    spark = bench_session()
+    try:
+        rows = [measure(spark, n, repeats, scratch) for n in sizes]
+    finally:
+        spark.stop()
+    header = [
+        "rows",
+        "keys, previous defaults",
+        "keys, today",
+        "ratio",
+        *[f"RMSE {m} (previous / today)" for m in METRICS],
+    ]
+    return (
+        "### Released keys and errors: previous default selection against today's\n\n"
+        f"Mean of {repeats} runs of each, alternating; RMSE against the clamped truth over "
+        "the keys both runs of a pair released.\n\n" + markdown_table(header, rows) + "\n"
+    )
+
+
+def main() -> None:
+    """Run this section alone and append it to the log."""
+    options = BenchOptions.from_environment()
+    say("released keys: previous default selection against today's")
+    text = run(options.rows, options.repeats, options.work_dir)
+    path = append_report(text, options.log)
+    print(text)
+    say(f"appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
