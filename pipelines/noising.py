@@ -10,7 +10,7 @@ post-processing of those noisy values. Confidence intervals describe the noise o
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -25,6 +25,7 @@ from pyspark.sql.pandas.functions import pandas_udf
 from dp_ops.noise import NoiseDistribution
 from dp_ops.samplers import sample_bernoulli
 from dp_ops.selection_rules import RandomDraws
+from pipelines.consistency import RowRules, consistent_values, row_rules
 from pipelines.derivation import IntArray, NoisyPart, PostProcessing, Role
 from pipelines.plan import UNITS, OutputMetric, ReleasePlan
 from pipelines.plan_selection import Selection
@@ -74,6 +75,7 @@ class NoiseStep:
     released: tuple[ReleasedColumn, ...]
     selection: Selection
     post: PostProcessing
+    rules: RowRules
 
     @property
     def inputs(self) -> list[str]:
@@ -95,6 +97,7 @@ def noise_step(plan: ReleasePlan) -> NoiseStep:
         released=plan.released,
         selection=plan.selection,
         post=plan.post,
+        rules=row_rules(plan.outputs, plan.post),
     )
 
 
@@ -124,16 +127,23 @@ def released_columns(
 ) -> dict[str, npt.NDArray[np.generic]]:
     """Values, noise std and noise-only intervals of every output, from noisy integers.
 
-    Pure post-processing: reads only the noisy integers and public parameters; each
-    metric kind derives its own columns (``MetricKind.derive``).
+    Pure post-processing: reads only the noisy integers and public parameters; the
+    released values of counts and sums are first made consistent (``step.rules``,
+    docs/privacy.md §7), then each metric kind derives its own columns
+    (``MetricKind.derive``). Other metrics (a mean's count) read the noisy integers as drawn.
     """
     by_name = {a.name: a for a in step.aggregates}
+    variances = {a.name: a.noise.variance() for a in step.aggregates}
+    projected = consistent_values(step.rules, noisy, variances)
     out: dict[str, npt.NDArray[np.generic]] = {}
     for output in step.outputs:
         parts: dict[Role, NoisyPart] = {
             role: NoisyPart(noisy[name], by_name[name].noise, by_name[name].half_width)
             for role, name in output.sources
         }
+        value = output.source("value")
+        if value in projected:
+            parts["value"] = replace(parts["value"], values=projected[value], center=noisy[value])
         released = output.kind.derive(parts, output.encoding, step.post, size)
         out[released_name(output.name, "value")] = released.value
         out[released_name(output.name, "std")] = released.std

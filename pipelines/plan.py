@@ -198,7 +198,7 @@ def build_plan(config: JobConfig) -> ReleasePlan:
             tuple(config.measured_columns),
         ),
         contract=contract_rules(config),
-        post=PostProcessing(post.clamp_negative_counts, post.decimals),
+        post=PostProcessing(post.clamp_negative_counts, post.decimals, post.consistent_rows),
         facts=_facts(config),
         bounds=bounds,
         selection=selection,

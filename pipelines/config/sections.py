@@ -166,6 +166,13 @@ class PostProcessingConfig(_Frozen):
     decimals: Integer | None = Field(
         default=None, ge=0, le=15, description="Round mean and variance to this many decimals."
     )
+    consistent_rows: bool = Field(
+        default=True,
+        description=(
+            "Project each released row onto count >= privacy_id_count and sums inside "
+            "[count*lower, count*upper], from noisy values only."
+        ),
+    )
 
 
 RowRule = Literal["drop_row", "fail"]
