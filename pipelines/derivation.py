@@ -57,6 +57,7 @@ class PostProcessing:
     clamp_negative_counts: bool
     decimals: int | None
     consistent_rows: bool = True  # docs/privacy.md §7, pipelines.consistency
+    reliability_share: float | None = None  # flags: see ``unreliable``
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,26 @@ class Released:
 
 #: A metric kind's post-processing: noisy parts by role → released columns.
 Derive = Callable[[Mapping[Role, NoisyPart], "Encoding | None", PostProcessing, int], Released]
+
+
+#: The reliability rule, as the manifest, the README and docs/privacy.md §7 state it.
+RELIABILITY_RULE = (
+    "true when the interval half-width (ci_high - ci_low) / 2 exceeds share * |value|"
+)
+
+
+def unreliable(
+    value: npt.ArrayLike, low: npt.ArrayLike, high: npt.ArrayLike, share: float
+) -> npt.NDArray[np.bool_]:
+    """The "use with caution" flag of released values: half-width > share · |value|.
+
+    Reads released columns only (post-processing). Values of 0 with any noise are flagged;
+    NaN (never released) compares false. The one definition: the noise step, the output
+    contract and ``verify`` all call it on the same float64 values.
+    """
+    v, lo, hi = (np.asarray(a, dtype=np.float64) for a in (value, low, high))
+    with np.errstate(invalid="ignore"):
+        return np.asarray((hi - lo) / 2 > share * np.abs(v), dtype=bool)
 
 
 def _as_float(values: IntArray) -> FloatArray:

@@ -20,9 +20,10 @@ from typing import Any
 import jsonschema
 
 from pipelines.consistency import RowRules, consistency_steps, row_rules
-from pipelines.derivation import PostProcessing
+from pipelines.derivation import RELIABILITY_RULE, PostProcessing
 from pipelines.plan import OutputMetric, PublicPartitions, ReleasePlan
 from pipelines.plan_description import describe_plan, describe_selection
+from pipelines.released import FLAG, released_name
 
 FORMAT_VERSION = 1
 DEFINITION = (
@@ -122,6 +123,13 @@ def _columns(plan: ReleasePlan) -> list[dict[str, Any]]:
             "columns": [c.name for c in plan.released if c.output == output.name],
             "confidence_interval": INTERVALS,
         }
+        share = plan.post.reliability_share
+        if share is not None:
+            entry["reliability"] = {
+                "column": released_name(output.name, FLAG),
+                "share": share,
+                "rule": RELIABILITY_RULE,
+            }
         if output.encoding is not None:
             entry |= {
                 "column": output.encoding.column,

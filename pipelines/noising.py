@@ -26,10 +26,10 @@ from dp_ops.noise import NoiseDistribution
 from dp_ops.samplers import sample_bernoulli
 from dp_ops.selection_rules import RandomDraws
 from pipelines.consistency import RowRules, consistent_values, row_rules
-from pipelines.derivation import IntArray, NoisyPart, PostProcessing, Role
+from pipelines.derivation import IntArray, NoisyPart, PostProcessing, Role, unreliable
 from pipelines.plan import UNITS, OutputMetric, ReleasePlan
 from pipelines.plan_selection import Selection
-from pipelines.released import ReleasedColumn, released_name
+from pipelines.released import FLAG, ReleasedColumn, released_name
 from pipelines.source import column
 
 NOISY = "__noisy"
@@ -102,11 +102,14 @@ def noise_step(plan: ReleasePlan) -> NoiseStep:
 
 
 def _spark_type(column: ReleasedColumn) -> T.DataType:
+    if column.boolean:
+        return T.BooleanType()
     return T.LongType() if column.integer else T.DoubleType()
 
 
 def noisy_struct_type(step: NoiseStep) -> T.StructType:
-    """The UDF's struct: keep flag, then the released columns (value, std, ci_low, ci_high)."""
+    """The UDF's struct: keep flag, then the released columns (value, std, ci_low, ci_high,
+    and the reliability flag when configured)."""
     fields = [T.StructField(KEEP, T.BooleanType(), True)]
     fields += [T.StructField(c.name, _spark_type(c), True) for c in step.released]
     return T.StructType(fields)
@@ -149,7 +152,19 @@ def released_columns(
         out[released_name(output.name, "std")] = released.std
         out[released_name(output.name, "ci_low")] = released.low
         out[released_name(output.name, "ci_high")] = released.high
+        share = step.post.reliability_share
+        if share is not None:
+            flags = unreliable(released.value, released.low, released.high, share)
+            out[released_name(output.name, FLAG)] = flags
     return out
+
+
+#: The nullable pandas dtype of each released column's Spark type (nulls: rows not kept).
+_PANDAS_TYPES: dict[type[T.DataType], str] = {
+    T.LongType: "Int64",
+    T.DoubleType: "Float64",
+    T.BooleanType: "boolean",
+}
 
 
 def noisy_frame(
@@ -172,7 +187,7 @@ def noisy_frame(
     frame = pd.DataFrame({KEEP: keep})
     for field in noisy_struct_type(step).fields[1:]:
         values = released[field.name]
-        dtype = "Int64" if isinstance(field.dataType, T.LongType) else "Float64"
+        dtype = _PANDAS_TYPES[type(field.dataType)]
         full = pd.array([None] * size, dtype=dtype)  # type: ignore[call-overload]
         full[keep] = values
         frame[field.name] = full

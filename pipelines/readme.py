@@ -110,6 +110,19 @@ def _columns(manifest: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _reliability(manifest: dict[str, Any]) -> list[str]:
+    """The sentence on the reliability flags ("use with caution"), when they are released."""
+    flags = [c["reliability"] for c in manifest["columns"] if "reliability" in c]
+    if not flags:
+        return []
+    names = ", ".join(f"`{f['column']}`" for f in flags)
+    return [
+        f"Reliability flags ({names}), one per value: {flags[0]['rule']}, with share "
+        f"{flags[0]['share']:g}. A flagged value is dominated by noise: use it with caution.",
+        "",
+    ]
+
+
 def render_readme(manifest: dict[str, Any]) -> str:
     """A human README generated from the manifest alone (so the two cannot disagree)."""
     lines = _heading(manifest) + _guarantee(manifest) + _partitions(manifest) + _columns(manifest)
@@ -118,6 +131,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         f"`{SUFFIXES['ci_high']}` columns: a "
         f"{manifest['confidence_level']:.0%} {INTERVALS}.",
         "",
+        *_reliability(manifest),
         f"Rows: {manifest['data']['row_count']} in {len(manifest['data']['files'])} Parquet "
         "file(s) under `data/`; checksums in `manifest.json`.",
         "",

@@ -4,7 +4,8 @@ Checks: the release schema, unique keys, finite values, ``ci_low <= value <= ci_
 non-negative stds, what each metric kind promises (``MetricKind``: values on the
 grid, non-negative counts when clamped, values inside their released range), and the
 consistent-row inequalities (``pipelines.consistency``: privacy_id_count <= count, sums
-inside [count·lower, count·upper] on the grid-rounded bounds). A failure
+inside [count·lower, count·upper] on the grid-rounded bounds), and each reliability flag
+against its rule (``pipelines.derivation.unreliable``). A failure
 blocks publishing. The checks count on the staged (released) table with pyarrow on the
 driver; only the counts go to the operator report, and GX judges them (docs/privacy.md §9).
 """
@@ -26,9 +27,10 @@ import pyarrow.parquet as pq
 
 from pipelines.consistency import RowRules, SumBound, row_rules
 from pipelines.contracts.report import ROWS, Verdict, failed_metas, figures_frame, validate
+from pipelines.derivation import RELIABILITY_RULE, unreliable
 from pipelines.errors import OutputContractError
 from pipelines.plan import OutputMetric, ReleasePlan
-from pipelines.released import released_name, released_names
+from pipelines.released import FLAG, released_name, released_names
 
 log = logging.getLogger("dprelease")
 
@@ -161,6 +163,21 @@ def _row_checks(rules: RowRules) -> list[_OutputCheck]:
     return checks
 
 
+def _wrong_flag(name: str, share: float) -> Callable[[pa.Table], Mask]:
+    """True where the reliability flag is null or disagrees with the rule on the row."""
+
+    def failing(t: pa.Table) -> Mask:
+        flag = t.column(released_name(name, FLAG))
+        stated = np.asarray(pc.fill_null(flag, False).to_numpy(zero_copy_only=False), dtype=bool)
+        value, low, high = (
+            _values(t, released_name(name, s)) for s in ("value", "ci_low", "ci_high")
+        )
+        nulls = np.asarray(flag.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        return np.asarray(nulls | (stated != unreliable(value, low, high, share)), dtype=bool)
+
+    return failing
+
+
 def _kind_checks(output: OutputMetric, plan: ReleasePlan) -> list[_OutputCheck]:
     """What the metric's kind promises about its released values."""
     name, kind, encoding = output.name, output.kind, output.encoding
@@ -219,6 +236,16 @@ def _output_checks(plan: ReleasePlan) -> list[_OutputCheck]:
         )
         checks.append(_OutputCheck(f"negative_std.{name}", std, "negative std", _below(std, 0)))
         checks.extend(_kind_checks(output, plan))
+        share = plan.post.reliability_share
+        if share is not None:
+            checks.append(
+                _OutputCheck(
+                    f"reliability_flag.{name}",
+                    released_name(name, FLAG),
+                    f"flag not {RELIABILITY_RULE} (share {share:g})",
+                    _wrong_flag(name, share),
+                )
+            )
     return checks + _row_checks(row_rules(plan.outputs, plan.post))
 
 

@@ -1,4 +1,4 @@
-"""Consistent rows in a real release, and the output contract that refuses broken ones."""
+"""Consistent rows and reliability flags in a real release; broken files are refused."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from pyspark.sql import types as T
 
 from pipelines.config import config_from_mapping
 from pipelines.contracts import check_output_contract
+from pipelines.derivation import RELIABILITY_RULE, unreliable
 from pipelines.errors import OutputContractError
 from pipelines.job import run_release
 from pipelines.noising import release_schema
 from pipelines.plan import build_plan
-from pipelines.release import read_manifest, verify_release
+from pipelines.release import check_values, read_manifest, verify_release
 from tests.support import job_config, raw_job_config
 
 KEYS = [f"k{i}" for i in range(300)]
@@ -107,3 +108,61 @@ def test_the_output_contract_refuses_an_inconsistent_row(tmp_path: Path) -> None
     assert (
         check_output_contract(lenient, schema, _staged(tmp_path / "off", bad, schema)).error is None
     )
+
+
+def test_reliability_flags_are_released_stated_and_verified(
+    spark: SparkSession, tmp_path: Path, events_path: Path
+) -> None:
+    raw = raw_job_config(
+        tmp_path / "releases",
+        events_path,
+        partition_selection={"mechanism": "public", "public_keys": {"values": {"key": KEYS}}},
+        post_processing={"reliability_share": 0.5},
+    )
+    version = Path(run_release(spark, config_from_mapping(raw)).path)
+    table = pq.read_table(version / "data")
+    manifest = read_manifest(version)
+    for column in manifest["columns"]:
+        name, flag = column["name"], column["reliability"]["column"]
+        assert flag == f"{name}_unreliable" and flag in column["columns"]
+        assert table.schema.field(flag).type == pa.bool_()
+        assert column["reliability"] == {"column": flag, "share": 0.5, "rule": RELIABILITY_RULE}
+        low, high = table.column(f"{name}_ci_low"), table.column(f"{name}_ci_high")
+        expected = unreliable(table.column(name), low, high, 0.5)
+        assert table.column(flag).to_pylist() == expected.tolist()
+    assert table.column("count_unreliable").to_pylist().count(True) > len(KEYS) / 2  # noise only
+    assert "count_unreliable" in (version / "README.md").read_text(encoding="utf-8")
+    assert verify_release(version) == []
+    flags = table.column("count_unreliable").to_pylist()
+    flipped = table.set_column(
+        table.schema.get_field_index("count_unreliable"),
+        "count_unreliable",
+        pa.array([not f for f in flags]),
+    )
+    assert any("count_unreliable" in p for p in check_values(flipped, manifest))
+
+
+def test_the_output_contract_refuses_a_wrong_reliability_flag(tmp_path: Path) -> None:
+    config = job_config(
+        tmp_path, tmp_path / "unused.parquet", post_processing={"reliability_share": 0.5}
+    )
+    plan = build_plan(config)
+    grid = plan.encodings["sum_value"].grid.step
+    schema = release_schema(plan, T.StructType([T.StructField("key", T.StringType())]))
+    good = _row(grid, "A") | {f"{o.name}_unreliable": False for o in plan.outputs}
+    assert (
+        check_output_contract(plan, schema, _staged(tmp_path / "good", [good], schema)).error
+        is None
+    )
+    bad = [
+        good | {"key": "B", "count_unreliable": True},  # zero-width interval: reliable
+        good | {"key": "C", "count_ci_low": 0, "count_ci_high": 20},  # half-width 10 > 3.5
+        good | {"key": "D", "mean_value_unreliable": None},
+    ]
+    verdict = check_output_contract(plan, schema, _staged(tmp_path / "bad", bad, schema))
+    assert isinstance(verdict.error, OutputContractError)
+    message = str(verdict.error)
+    assert f"flag not {RELIABILITY_RULE} (share 0.5) in column 'count_unreliable'" in message
+    assert "in column 'mean_value_unreliable'" in message
+    figures = verdict.results["output_values"]
+    assert figures["success"] is False

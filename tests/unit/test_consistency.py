@@ -1,4 +1,4 @@
-"""Consistent rows: the projection is exact, data-free, and every released row obeys it."""
+"""Consistent rows and reliability flags: data-free post-processing of every released row."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 import pytest
+from pyspark.sql import types as T
 
 from dp_ops.noise import NoiseDistribution
-from pipelines.config import config_from_mapping
+from pipelines.config import ConfigError, config_from_mapping
 from pipelines.consistency import (
     clip_sum,
     consistency_steps,
@@ -18,8 +20,11 @@ from pipelines.consistency import (
     project_count_pair,
     row_rules,
 )
-from pipelines.noising import noise_step, noisy_frame
+from pipelines.derivation import RELIABILITY_RULE, unreliable
+from pipelines.noising import noise_step, noisy_frame, release_schema
 from pipelines.plan import ReleasePlan, build_plan
+from pipelines.readme import _reliability
+from pipelines.released import FLAG, released_name
 from tests.support import config_mapping
 
 KEYS = ["a", "b"]
@@ -136,3 +141,54 @@ def test_the_manifest_lists_the_projection_among_the_post_processing_steps() -> 
         "clipped to ['count' * lower, 'count' * upper] (bounds rounded to the grid)"
     ]
     assert consistency_steps(rules, "mean_value") == []
+
+
+def test_the_reliability_flag_marks_values_whose_half_width_exceeds_the_share() -> None:
+    value = np.array([10.0, 10.0, 0.0, -4.0, 0.0])
+    low = np.array([6.0, 4.0, 0.0, -6.0, -1.0])
+    high = np.array([14.0, 16.0, 0.0, -2.0, 1.0])
+    # Half-widths 4, 6, 0, 2, 1 against 0.5 * |value| = 5, 5, 0, 2, 0.
+    assert unreliable(value, low, high, 0.5).tolist() == [False, True, False, False, True]
+
+
+def test_flags_are_released_columns_fixed_by_the_config() -> None:
+    plain, flagged = _plan(), _plan(reliability_share=0.5)
+    assert not any(c.boolean for c in plain.released)
+    flags = [c for c in flagged.released if c.boolean]
+    assert [c.name for c in flags] == [released_name(o.name, FLAG) for o in flagged.outputs]
+    schema = release_schema(flagged, T.StructType([T.StructField("key", T.StringType())]))
+    assert {schema.field(c.name).type for c in flags} == {pa.bool_()}
+    assert schema.names.index("count_unreliable") == schema.names.index("count_ci_high") + 1
+
+
+def test_the_noise_step_sets_each_flag_by_the_rule() -> None:
+    plan = _plan(reliability_share=0.5)
+    noisy = {a.name: np.array([500, 1]) for a in plan.aggregates}
+    exact = {s: np.zeros(2, dtype=np.int64) for s in {a.source for a in plan.aggregates}}
+    frame = _frame(plan, exact | {"units": np.zeros(2, dtype=np.int64)}, noisy)
+    for output in plan.outputs:
+        value, low, high = (
+            frame[released_name(output.name, s)].astype(float)
+            for s in ("value", "ci_low", "ci_high")
+        )
+        expected = unreliable(value, low, high, 0.5)
+        assert frame[released_name(output.name, FLAG)].astype(bool).tolist() == expected.tolist()
+    assert frame["count_unreliable"].tolist() == [False, True]
+
+
+@pytest.mark.parametrize("share", [0, -1, float("inf"), True])
+def test_a_reliability_share_must_be_a_positive_number(share: object) -> None:
+    raw = config_mapping("/tmp/out", "/tmp/in.parquet")  # type: ignore[arg-type]
+    raw["post_processing"] = {"reliability_share": share}
+    with pytest.raises(ConfigError, match="reliability_share"):
+        config_from_mapping(raw)
+
+
+def test_the_release_readme_states_the_flag_rule() -> None:
+    manifest: dict[str, Any] = {
+        "columns": [
+            {"reliability": {"column": "count_unreliable", "share": 0.5, "rule": RELIABILITY_RULE}}
+        ]
+    }
+    (sentence, _) = _reliability(manifest)
+    assert "`count_unreliable`" in sentence and RELIABILITY_RULE in sentence and "0.5" in sentence
