@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,8 @@ class PostProcessing:
 
     clamp_negative_counts: bool
     decimals: int | None
+    consistent_rows: bool = True  # docs/privacy.md §7, pipelines.consistency
+    reliability_share: float | None = None  # flags: see ``unreliable``
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,30 @@ class NoisyPart:
     values: IntArray  # exact aggregate + integer noise, in grid units
     noise: NoiseDistribution
     half_width: int  # grid units, at the plan's confidence level
+    #: The noisy value before the consistency projection (None: not projected). The
+    #: noise-only interval is built around it, then widened to hold the released value.
+    center: IntArray | None = None
+
+    @property
+    def interval_center(self) -> IntArray:
+        """The noisy integers the noise-only interval is centred on."""
+        return self.values if self.center is None else self.center
+
+    def widened(
+        self, value: npt.NDArray[Any], low: npt.NDArray[Any], high: npt.NDArray[Any]
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """The interval widened to hold ``value`` on the rows the projection moved only.
+
+        Elsewhere it is left as computed, so a broken interval still shows in the output
+        contract instead of being hidden.
+        """
+        if self.center is None:
+            return low, high
+        moved = np.asarray(self.values != self.center, dtype=bool)
+        return (
+            np.where(moved, np.minimum(low, value), low),
+            np.where(moved, np.maximum(high, value), high),
+        )
 
 
 @dataclass(frozen=True)
@@ -79,6 +105,26 @@ class Released:
 
 #: A metric kind's post-processing: noisy parts by role → released columns.
 Derive = Callable[[Mapping[Role, NoisyPart], "Encoding | None", PostProcessing, int], Released]
+
+
+#: The reliability rule, as the manifest, the README and docs/privacy.md §7 state it.
+RELIABILITY_RULE = (
+    "true when the interval half-width (ci_high - ci_low) / 2 exceeds share * |value|"
+)
+
+
+def unreliable(
+    value: npt.ArrayLike, low: npt.ArrayLike, high: npt.ArrayLike, share: float
+) -> npt.NDArray[np.bool_]:
+    """The "use with caution" flag of released values: half-width > share · |value|.
+
+    Reads released columns only (post-processing). Values of 0 with any noise are flagged;
+    NaN (never released) compares false. The one definition: the noise step, the output
+    contract and ``verify`` all call it on the same float64 values.
+    """
+    v, lo, hi = (np.asarray(a, dtype=np.float64) for a in (value, low, high))
+    with np.errstate(invalid="ignore"):
+        return np.asarray((hi - lo) / 2 > share * np.abs(v), dtype=bool)
 
 
 def _as_float(values: IntArray) -> FloatArray:
@@ -102,22 +148,24 @@ def derive_count(
     """A noisy count, its interval; negatives reported as 0 when configured."""
     part = parts["value"]
     counts = np.asarray(part.values, dtype=np.int64)
-    low, high = counts - part.half_width, counts + part.half_width
+    center = np.asarray(part.interval_center, dtype=np.int64)
+    low, high = center - part.half_width, center + part.half_width
     if post.clamp_negative_counts:
         counts, low, high = (np.maximum(v, 0) for v in (counts, low, high))
+    low, high = part.widened(counts, low, high)
     return Released(counts, np.full(size, part.noise.std()), low, high)
 
 
 def derive_sum(
     parts: Mapping[Role, NoisyPart], encoding: Encoding | None, post: PostProcessing, size: int
 ) -> Released:
-    """A noisy sum on its grid: g · (exact units + noise)."""
+    """A noisy sum on its grid: g · (exact units + noise), or its consistent projection."""
     assert encoding is not None
     part, g = parts["value"], encoding.grid.step
     total, h = _as_float(part.values), part.half_width
-    return Released(
-        total * g, np.full(size, part.noise.std() * g), (total - h) * g, (total + h) * g
-    )
+    center = _as_float(part.interval_center)
+    low, high = part.widened(total, center - h, center + h)
+    return Released(total * g, np.full(size, part.noise.std() * g), low * g, high * g)
 
 
 @dataclass(frozen=True)

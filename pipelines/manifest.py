@@ -22,10 +22,12 @@ from typing import Any
 import jsonschema
 
 from dp_ops.accounting import group_privacy_table
-from pipelines.derivation import PostProcessing
+from pipelines.consistency import RowRules, consistency_steps, row_rules
+from pipelines.derivation import RELIABILITY_RULE, PostProcessing
 from pipelines.plan import OutputMetric, PublicPartitions, ReleasePlan
 from pipelines.plan_description import describe_plan, describe_selection
 from pipelines.release_plan import ReleasePlans, describe_release_totals
+from pipelines.released import FLAG, released_name
 
 FORMAT_VERSION = 1
 DEFINITION = (
@@ -99,10 +101,10 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def _steps(output: OutputMetric, post: PostProcessing) -> list[str]:
+def _steps(output: OutputMetric, post: PostProcessing, rules: RowRules) -> list[str]:
     """The post-processing steps of one metric's released values, as the manifest states."""
     kind = output.kind
-    steps = []
+    steps = consistency_steps(rules, output.name)
     if kind.clamps_negative and post.clamp_negative_counts:
         steps.append("negative values reported as 0")
     steps.extend(kind.steps)
@@ -114,16 +116,24 @@ def _steps(output: OutputMetric, post: PostProcessing) -> list[str]:
 def _columns(plan: ReleasePlan) -> list[dict[str, Any]]:
     """One entry per released column group (value, std, ci_low, ci_high)."""
     out = []
+    rules = row_rules(plan.outputs, plan.post)
     for output in plan.outputs:
         entry: dict[str, Any] = {
             "name": output.name,
             "metric": output.kind.name,
             "mechanisms": output.mechanisms,
             "budget_share": output.budget_share,
-            "post_processing": _steps(output, plan.post),
+            "post_processing": _steps(output, plan.post, rules),
             "columns": [c.name for c in plan.released if c.output == output.name],
             "confidence_interval": INTERVALS,
         }
+        share = plan.post.reliability_share
+        if share is not None:
+            entry["reliability"] = {
+                "column": released_name(output.name, FLAG),
+                "share": share,
+                "rule": RELIABILITY_RULE,
+            }
         if output.encoding is not None:
             entry |= {
                 "column": output.encoding.column,

@@ -155,6 +155,10 @@ class MetricKind:
     clamps_negative: bool = False  # clamp_negative_counts applies
     rounds: bool = False  # post_processing.decimals applies
     serves_as_count: bool = False  # its noisy value is the denominator of means
+    #: Its true value is at most the COUNT's (consistent rows, pipelines.consistency).
+    at_most_count: bool = False
+    #: Its true value lies in [COUNT·lower, COUNT·upper] (consistent rows).
+    within_count_bounds: bool = False
     #: The README's noise column: the std itself, or (False) std / count.
     noise_is_absolute: bool = True
     steps: tuple[str, ...] = ()  # post-processing steps, as the manifest states them
@@ -187,6 +191,7 @@ PRIVACY_ID_COUNT = MetricKind(
     derive_count,
     integer_valued=True,
     clamps_negative=True,
+    at_most_count=True,
 )
 SUM = MetricKind(
     "sum",
@@ -194,6 +199,7 @@ SUM = MetricKind(
     derive_sum,
     measure=Measure(_largest_magnitude, _largest_magnitude, _no_unit, _both_zero),
     on_grid=True,
+    within_count_bounds=True,
 )
 MEAN = MetricKind(
     "mean",

@@ -10,7 +10,7 @@ post-processing of those noisy values. Confidence intervals describe the noise o
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -25,10 +25,11 @@ from pyspark.sql.pandas.functions import pandas_udf
 from dp_ops.noise import NoiseDistribution
 from dp_ops.samplers import sample_bernoulli
 from dp_ops.selection_rules import RandomDraws, ThresholdRule
-from pipelines.derivation import IntArray, NoisyPart, PostProcessing, Role
+from pipelines.consistency import RowRules, consistent_values, row_rules
+from pipelines.derivation import IntArray, NoisyPart, PostProcessing, Role, unreliable
 from pipelines.plan import UNITS, OutputMetric, ReleasePlan
 from pipelines.plan_selection import Selection
-from pipelines.released import ReleasedColumn, released_name
+from pipelines.released import FLAG, ReleasedColumn, released_name
 from pipelines.source import column
 
 NOISY = "__noisy"
@@ -74,6 +75,7 @@ class NoiseStep:
     released: tuple[ReleasedColumn, ...]
     selection: Selection
     post: PostProcessing
+    rules: RowRules
     reuses: str | None = None  # the aggregate whose noisy value is the rule's noisy count
 
     @property
@@ -96,16 +98,20 @@ def noise_step(plan: ReleasePlan) -> NoiseStep:
         released=plan.released,
         selection=plan.selection,
         post=plan.post,
+        rules=row_rules(plan.outputs, plan.post),
         reuses=plan.selection_reuses,
     )
 
 
 def _spark_type(column: ReleasedColumn) -> T.DataType:
+    if column.boolean:
+        return T.BooleanType()
     return T.LongType() if column.integer else T.DoubleType()
 
 
 def noisy_struct_type(step: NoiseStep) -> T.StructType:
-    """The UDF's struct: keep flag, then the released columns (value, std, ci_low, ci_high)."""
+    """The UDF's struct: keep flag, then the released columns (value, std, ci_low, ci_high,
+    and the reliability flag when configured)."""
     fields = [T.StructField(KEEP, T.BooleanType(), True)]
     fields += [T.StructField(c.name, _spark_type(c), True) for c in step.released]
     return T.StructType(fields)
@@ -126,22 +132,41 @@ def released_columns(
 ) -> dict[str, npt.NDArray[np.generic]]:
     """Values, noise std and noise-only intervals of every output, from noisy integers.
 
-    Pure post-processing: reads only the noisy integers and public parameters; each
-    metric kind derives its own columns (``MetricKind.derive``).
+    Pure post-processing: reads only the noisy integers and public parameters; the
+    released values of counts and sums are first made consistent (``step.rules``,
+    docs/privacy.md §7), then each metric kind derives its own columns
+    (``MetricKind.derive``). Other metrics (a mean's count) read the noisy integers as drawn.
     """
     by_name = {a.name: a for a in step.aggregates}
+    variances = {a.name: a.noise.variance() for a in step.aggregates}
+    projected = consistent_values(step.rules, noisy, variances)
     out: dict[str, npt.NDArray[np.generic]] = {}
     for output in step.outputs:
         parts: dict[Role, NoisyPart] = {
             role: NoisyPart(noisy[name], by_name[name].noise, by_name[name].half_width)
             for role, name in output.sources
         }
+        value = output.source("value")
+        if value in projected:
+            parts["value"] = replace(parts["value"], values=projected[value], center=noisy[value])
         released = output.kind.derive(parts, output.encoding, step.post, size)
         out[released_name(output.name, "value")] = released.value
         out[released_name(output.name, "std")] = released.std
         out[released_name(output.name, "ci_low")] = released.low
         out[released_name(output.name, "ci_high")] = released.high
+        share = step.post.reliability_share
+        if share is not None:
+            flags = unreliable(released.value, released.low, released.high, share)
+            out[released_name(output.name, FLAG)] = flags
     return out
+
+
+#: The nullable pandas dtype of each released column's Spark type (nulls: rows not kept).
+_PANDAS_TYPES: dict[type[T.DataType], str] = {
+    T.LongType: "Int64",
+    T.DoubleType: "Float64",
+    T.BooleanType: "boolean",
+}
 
 
 def noisy_frame(
@@ -174,7 +199,7 @@ def noisy_frame(
     frame = pd.DataFrame({KEEP: keep})
     for field in noisy_struct_type(step).fields[1:]:
         values = released[field.name]
-        dtype = "Int64" if isinstance(field.dataType, T.LongType) else "Float64"
+        dtype = _PANDAS_TYPES[type(field.dataType)]
         full = pd.array([None] * size, dtype=dtype)  # type: ignore[call-overload]
         full[keep] = values
         frame[field.name] = full

@@ -217,7 +217,9 @@ def build_plan(config: JobConfig) -> ReleasePlan:
             tuple(config.measured_columns),
         ),
         contract=contract_rules(config),
-        post=PostProcessing(post.clamp_negative_counts, post.decimals),
+        post=PostProcessing(
+            post.clamp_negative_counts, post.decimals, post.consistent_rows, post.reliability_share
+        ),
         facts=_facts(config),
         bounds=bounds,
         selection=choice.rule,
@@ -225,7 +227,9 @@ def build_plan(config: JobConfig) -> ReleasePlan:
         selection_reason=choice.reason,
         aggregates=tuple(aggregates),
         outputs=tuple(outputs),
-        released=released_columns([(o.name, o.kind) for o in outputs]),
+        released=released_columns(
+            [(o.name, o.kind) for o in outputs], flagged=post.reliability_share is not None
+        ),
         split=split,
         composition=composition,
         group_privacy=group_privacy_table(composition.epsilon, composition.delta),

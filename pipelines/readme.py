@@ -142,7 +142,21 @@ def _table(view: TableView) -> list[str]:
         "",
         *_partitions(section, "###"),
         *_columns(section, "###"),
+        *_reliability(section),
         _rows(view),
+        "",
+    ]
+
+
+def _reliability(manifest: dict[str, Any]) -> list[str]:
+    """The sentence on the reliability flags ("use with caution"), when they are released."""
+    flags = [c["reliability"] for c in manifest["columns"] if "reliability" in c]
+    if not flags:
+        return []
+    names = ", ".join(f"`{f['column']}`" for f in flags)
+    return [
+        f"Reliability flags ({names}), one per value: {flags[0]['rule']}, with share "
+        f"{flags[0]['share']:g}. A flagged value is dominated by noise: use it with caution.",
         "",
     ]
 
@@ -152,7 +166,8 @@ def render_readme(manifest: dict[str, Any]) -> str:
     views = table_views(manifest)
     lines = _heading(manifest) + _guarantee(manifest)
     if len(views) == 1 and views[0].name is None:
-        lines += _partitions(manifest) + _columns(manifest) + [_rows(views[0]), ""]
+        lines += _partitions(manifest) + _columns(manifest) + _reliability(manifest)
+        lines += [_rows(views[0]), ""]
     else:
         lines += [line for view in views for line in _table(view)]
     lines += [

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.derivation import unreliable
 from pipelines.errors import PublishError
 from pipelines.manifest import DataFile, TableView, table_views, validate_manifest
 from pipelines.metric_kinds import kind_of
@@ -405,4 +407,21 @@ def check_values(table: pa.Table, manifest: dict[str, Any]) -> list[str]:
             if array.dtype.kind == "f" and not (abs(array) < float("inf")).all():
                 problems.append(f"{name}: a value is not finite")
                 break
+        problems.extend(_flag_problems(table, column, value, low, high))
     return problems
+
+
+def _flag_problems(
+    table: pa.Table, column: dict[str, Any], value: Any, low: Any, high: Any
+) -> list[str]:
+    """A reliability flag that is missing, null or disagrees with the manifest's rule."""
+    reliability = column.get("reliability")
+    if reliability is None:
+        return []
+    flag = reliability["column"]
+    if flag not in table.column_names or table.column(flag).null_count:
+        return [f"{flag}: missing or null reliability flag"]
+    stated = np.asarray(table.column(flag).to_numpy(zero_copy_only=False), dtype=bool)
+    if (stated != unreliable(value, low, high, float(reliability["share"]))).any():
+        return [f"{flag}: a flag disagrees with its rule ({reliability['rule']})"]
+    return []

@@ -29,7 +29,7 @@ from pipelines.config.sections import (
     PostProcessingConfig,
     ReleaseConfig,
 )
-from pipelines.released import released_names
+from pipelines.released import FLAG, released_name, released_names
 
 
 class JobConfig(_Frozen):
@@ -78,7 +78,7 @@ class JobConfig(_Frozen):
         if self.privacy_unit.column in self.partition_columns:
             raise ValueError("privacy_unit.column must not be a partition column")
         clash = set(self.partition_columns) & {
-            column for n in names for column in released_names(n)
+            column for n in names for column in (*released_names(n), released_name(n, FLAG))
         }
         if clash:
             raise ValueError(f"partition columns clash with output columns: {sorted(clash)}")

@@ -13,7 +13,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from pipelines.config.fields import ConfigPath, OptionValue, _Frozen, _period_text
 from pipelines.config.key_generators import KeyGenerator, check_generated_values
-from pipelines.config.limits import Integer
+from pipelines.config.limits import Integer, Number
 
 # Release names are directory names: no path characters, no spaces.
 _RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -165,6 +165,22 @@ class PostProcessingConfig(_Frozen):
     clamp_negative_counts: bool = Field(default=True, description="Report negative counts as 0.")
     decimals: Integer | None = Field(
         default=None, ge=0, le=15, description="Round mean and variance to this many decimals."
+    )
+    consistent_rows: bool = Field(
+        default=True,
+        description=(
+            "Project each released row onto count >= privacy_id_count and sums inside "
+            "[count*lower, count*upper], from noisy values only."
+        ),
+    )
+    reliability_share: Number | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Release a boolean <metric>_unreliable column per metric, true when the interval "
+            "half-width (ci_high - ci_low) / 2 exceeds this share of |value| (e.g. 0.5)."
+        ),
     )
 
 

@@ -1,8 +1,11 @@
 """The output contract, run on the staged Parquet files before the manifest is written.
 
 Checks: the release schema, unique keys, finite values, ``ci_low <= value <= ci_high``,
-non-negative stds, and what each metric kind promises (``MetricKind``: values on the
-grid, non-negative counts when clamped, values inside their released range). A failure
+non-negative stds, what each metric kind promises (``MetricKind``: values on the
+grid, non-negative counts when clamped, values inside their released range), and the
+consistent-row inequalities (``pipelines.consistency``: privacy_id_count <= count, sums
+inside [count·lower, count·upper] on the grid-rounded bounds), and each reliability flag
+against its rule (``pipelines.derivation.unreliable``). A failure
 blocks publishing. The checks count on the staged (released) table with pyarrow on the
 driver; only the counts go to the operator report, and GX judges them (docs/privacy.md §9).
 """
@@ -22,10 +25,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.consistency import RowRules, SumBound, row_rules
 from pipelines.contracts.report import ROWS, Verdict, failed_metas, figures_frame, validate
+from pipelines.derivation import RELIABILITY_RULE, unreliable
 from pipelines.errors import OutputContractError
 from pipelines.plan import OutputMetric, ReleasePlan
-from pipelines.released import released_name, released_names
+from pipelines.released import FLAG, released_name, released_names
 
 log = logging.getLogger("dprelease")
 
@@ -102,6 +107,77 @@ def _outside(name: str, lower: float, upper: float) -> Callable[[pa.Table], Mask
     return failing
 
 
+def _above(name: str, ceiling: str) -> Callable[[pa.Table], Mask]:
+    """True where ``name`` is above the column ``ceiling`` (a unit count above the rows)."""
+
+    def failing(t: pa.Table) -> Mask:
+        with np.errstate(invalid="ignore"):
+            return np.asarray(_values(t, name) > _values(t, ceiling), dtype=bool)
+
+    return failing
+
+
+def _outside_count_bounds(bound: SumBound, count: str | None) -> Callable[[pa.Table], Mask]:
+    """True where a sum (grid units) leaves [max(C, 0)·lo_u, max(C, 0)·hi_u] (or its sign)."""
+
+    def failing(t: pa.Table) -> Mask:
+        units = _values(t, bound.metric.output) / bound.grid
+        inf = np.full(len(units), np.inf)
+        low, high = -inf, inf
+        if count is not None:
+            rows = np.maximum(_values(t, count), 0.0)
+            low, high = rows * bound.lo_units, rows * bound.hi_units
+        else:
+            low = np.zeros(len(units)) if bound.lo_units >= 0 else low
+            high = np.zeros(len(units)) if bound.hi_units <= 0 else high
+        with np.errstate(invalid="ignore"):
+            below, above = units < low, units > high
+        return np.asarray(below | above, dtype=bool)
+
+    return failing
+
+
+def _row_checks(rules: RowRules) -> list[_OutputCheck]:
+    """The consistency inequalities of every row (docs/privacy.md §7, "Consistent rows")."""
+    count = None if rules.count is None else rules.count.output
+    checks = [
+        _OutputCheck(
+            f"above_count.{units.output}",
+            units.output,
+            f"value above '{count}'",
+            _above(units.output, str(count)),
+        )
+        for units in rules.units
+    ]
+    for bound in rules.sums:
+        name = bound.metric.output
+        what = f"[{count}*lower, {count}*upper]" if count is not None else "the bounds' sign"
+        checks.append(
+            _OutputCheck(
+                f"outside_count_bounds.{name}",
+                name,
+                f"value outside {what}",
+                _outside_count_bounds(bound, count),
+            )
+        )
+    return checks
+
+
+def _wrong_flag(name: str, share: float) -> Callable[[pa.Table], Mask]:
+    """True where the reliability flag is null or disagrees with the rule on the row."""
+
+    def failing(t: pa.Table) -> Mask:
+        flag = t.column(released_name(name, FLAG))
+        stated = np.asarray(pc.fill_null(flag, False).to_numpy(zero_copy_only=False), dtype=bool)
+        value, low, high = (
+            _values(t, released_name(name, s)) for s in ("value", "ci_low", "ci_high")
+        )
+        nulls = np.asarray(flag.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        return np.asarray(nulls | (stated != unreliable(value, low, high, share)), dtype=bool)
+
+    return failing
+
+
 def _kind_checks(output: OutputMetric, plan: ReleasePlan) -> list[_OutputCheck]:
     """What the metric's kind promises about its released values."""
     name, kind, encoding = output.name, output.kind, output.encoding
@@ -160,7 +236,17 @@ def _output_checks(plan: ReleasePlan) -> list[_OutputCheck]:
         )
         checks.append(_OutputCheck(f"negative_std.{name}", std, "negative std", _below(std, 0)))
         checks.extend(_kind_checks(output, plan))
-    return checks
+        share = plan.post.reliability_share
+        if share is not None:
+            checks.append(
+                _OutputCheck(
+                    f"reliability_flag.{name}",
+                    released_name(name, FLAG),
+                    f"flag not {RELIABILITY_RULE} (share {share:g})",
+                    _wrong_flag(name, share),
+                )
+            )
+    return checks + _row_checks(row_rules(plan.outputs, plan.post))
 
 
 def _duplicate_keys(table: pa.Table, keys: list[str]) -> int:

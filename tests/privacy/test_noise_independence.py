@@ -63,7 +63,7 @@ def empty_public_partitions(directory: Path) -> dict[str, Any]:
         data,
         budget={"epsilon": 3e-6, "delta": 0.0},
         partition_selection={"mechanism": "public", "public_keys": {"path": str(keys)}},
-        post_processing={"clamp_negative_counts": False},
+        post_processing={"clamp_negative_counts": False, "consistent_rows": False},
         contracts={"empty_input": "publish"},
     )
     return raw

@@ -58,7 +58,7 @@ def write_job(workdir: Path) -> dict[str, Any]:
         ],
         budget={"epsilon": 0.01, "delta": 0.0},
         partition_selection={"mechanism": "public", "public_keys": {"path": str(keys)}},
-        post_processing={"clamp_negative_counts": False},
+        post_processing={"clamp_negative_counts": False, "consistent_rows": False},
     )
     (workdir / "config.json").write_text(json.dumps(raw))
     return raw
