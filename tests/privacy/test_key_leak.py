@@ -88,6 +88,8 @@ def release_rate(
         budget={"epsilon": 1.0, "delta": delta, "weights": weights},
         partition_selection={"mechanism": mechanism, "post_aggregation": post_aggregation},
         contracts={"empty_input": "publish"},
+        # The released count as drawn: consistent rows may lower it below T afterwards.
+        post_processing={"consistent_rows": not post_aggregation},
     )
     raw["release"]["name"] = f"leak_{mechanism}"
     result = run_release(spark, config_from_mapping(raw), source=source)
