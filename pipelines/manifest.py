@@ -25,7 +25,7 @@ from dp_ops.accounting import group_privacy_table
 from pipelines.consistency import RowRules, consistency_steps, row_rules
 from pipelines.derivation import RELIABILITY_RULE, PostProcessing
 from pipelines.plan import OutputMetric, PublicPartitions, ReleasePlan
-from pipelines.plan_description import describe_plan, describe_selection
+from pipelines.plan_description import describe_plan, describe_selection, group_privacy_rows
 from pipelines.release_plan import ReleasePlans, describe_release_totals
 from pipelines.released import FLAG, released_name
 
@@ -216,6 +216,14 @@ def _data(schema: list[dict[str, str]], data_files: list[DataFile]) -> dict[str,
     }
 
 
+def _finished(manifest: dict[str, Any], governance: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest with its governance record (if any), validated against the allow-list."""
+    if governance is not None:
+        manifest["governance"] = governance
+    validate_manifest(manifest)
+    return manifest
+
+
 def _identity(identity: ReleaseIdentity, description: str | None) -> dict[str, Any]:
     return {
         "name": identity.name,
@@ -260,10 +268,7 @@ def build_manifest(
         "config_sha256": plan.facts.config_sha256,
         "data": _data(schema, data_files),
     }
-    if governance is not None:
-        manifest["governance"] = governance
-    validate_manifest(manifest)
-    return manifest
+    return _finished(manifest, governance)
 
 
 @dataclass(frozen=True)
@@ -341,19 +346,13 @@ def build_release_manifest(
         "release": _identity(identity, first.facts.description),
         "privacy": privacy,
         "composition": _release_composition(plans, cumulative),
-        "group_privacy": [
-            {"group_size": g.group_size, "epsilon": g.epsilon, "delta": g.delta}
-            for g in group_privacy_table(plans.epsilon, plans.delta)
-        ],
+        "group_privacy": group_privacy_rows(group_privacy_table(plans.epsilon, plans.delta)),
         "confidence_level": first.confidence_level,
         "software": software_versions(),
         "config_sha256": plans.spec.config_sha256,
         "tables": [_table_section(t.plan, s) for t, s in zip(plans.tables, staged, strict=True)],
     }
-    if governance is not None:
-        manifest["governance"] = governance
-    validate_manifest(manifest)
-    return manifest
+    return _finished(manifest, governance)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ Invariant: every number here is derived from the config; nothing comes from the 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
+from dp_ops.accounting import GroupPrivacy
 from dp_ops.grid import Grid, count_grid
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from dp_ops.selection_rules import ThresholdRule
@@ -101,6 +103,11 @@ def _public_key_count(selection: Selection) -> dict[str, object]:
     }
 
 
+def group_privacy_rows(table: Iterable[GroupPrivacy]) -> list[dict[str, object]]:
+    """The group-privacy table as JSON rows: group size, epsilon, delta."""
+    return [{"group_size": g.group_size, "epsilon": g.epsilon, "delta": g.delta} for g in table]
+
+
 def describe_plan(plan: ReleasePlan) -> dict[str, object]:
     """The plan as a JSON-ready mapping: budget split, mechanisms, selection, totals.
 
@@ -134,8 +141,5 @@ def describe_plan(plan: ReleasePlan) -> dict[str, object]:
             "rho": composition.rho,
             "conversion_delta": composition.conversion_delta,
         },
-        "group_privacy": [
-            {"group_size": g.group_size, "epsilon": g.epsilon, "delta": g.delta}
-            for g in plan.group_privacy
-        ],
+        "group_privacy": group_privacy_rows(plan.group_privacy),
     }
