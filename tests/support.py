@@ -92,3 +92,32 @@ audit_config = partial(config_mapping, base=AUDIT_JOB)
 def job_config(tmp: Path, input_path: Path, **overrides: Any) -> JobConfig:
     """The typed config of ``raw_job_config`` with releases under ``tmp/releases``."""
     return config_from_mapping(raw_job_config(tmp / "releases", input_path, **overrides))
+
+
+def released_row(
+    grid: float, key: str, *, intervals_follow: bool = False, **changes: Any
+) -> dict[str, Any]:
+    """One well-formed released row of ``EVENTS_JOB`` (key, the four metrics with std and
+    zero-width intervals), with ``changes`` applied; with ``intervals_follow``, a changed
+    value's interval ends move with it."""
+    row: dict[str, Any] = {"key": key}
+    for name, value in (
+        ("privacy_id_count", 5),
+        ("count", 7),
+        ("sum_value", 4 * grid),
+        ("mean_value", 2.5),
+    ):
+        row |= {name: value, f"{name}_std": 1.0, f"{name}_ci_low": value, f"{name}_ci_high": value}
+    if not intervals_follow:
+        return row | changes
+    for name, value in changes.items():
+        row |= {name: value, f"{name}_ci_low": value, f"{name}_ci_high": value}
+    return row
+
+
+def staged_rows(directory: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Path:
+    """``rows`` written as one staged part file under ``directory/data``; that folder."""
+    data = directory / "data"
+    data.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), data / "part-00000.parquet")
+    return data

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +19,7 @@ from pipelines.job import run_release
 from pipelines.noising import release_schema
 from pipelines.plan import build_plan
 from pipelines.release import check_values, read_manifest, verify_release
-from tests.support import job_config, raw_job_config
+from tests.support import job_config, raw_job_config, released_row, staged_rows
 
 KEYS = [f"k{i}" for i in range(300)]
 
@@ -57,27 +56,6 @@ def test_every_released_row_is_consistent(
     assert verify_release(version) == []
 
 
-def _row(grid: float, key: str, **changes: Any) -> dict[str, Any]:
-    good: dict[str, Any] = {"key": key}
-    for name, value in (
-        ("privacy_id_count", 5),
-        ("count", 7),
-        ("sum_value", 4 * grid),
-        ("mean_value", 2.5),
-    ):
-        good |= {name: value, f"{name}_std": 1.0, f"{name}_ci_low": value, f"{name}_ci_high": value}
-    for name, value in changes.items():
-        good |= {name: value, f"{name}_ci_low": value, f"{name}_ci_high": value}
-    return good
-
-
-def _staged(directory: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Path:
-    data = directory / "data"
-    data.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), data / "part-00000.parquet")
-    return data
-
-
 def test_the_output_contract_refuses_an_inconsistent_row(tmp_path: Path) -> None:
     plan = build_plan(job_config(tmp_path, tmp_path / "unused.parquet"))
     encoding = plan.encodings["sum_value"]
@@ -85,16 +63,24 @@ def test_the_output_contract_refuses_an_inconsistent_row(tmp_path: Path) -> None
     schema = release_schema(plan, T.StructType([T.StructField("key", T.StringType())]))
     assert (
         check_output_contract(
-            plan, schema, _staged(tmp_path / "good", [_row(grid, "A")], schema)
+            plan,
+            schema,
+            staged_rows(
+                tmp_path / "good", [released_row(grid, "A", intervals_follow=True)], schema
+            ),
         ).error
         is None
     )
     bad = [
-        _row(grid, "A", privacy_id_count=8),  # more units than rows
-        _row(grid, "B", sum_value=-grid),  # negative, below count * lower = 0
-        _row(grid, "C", sum_value=(7 * encoding.hi_units + 1) * grid),  # above count * upper
+        released_row(grid, "A", intervals_follow=True, privacy_id_count=8),  # more units than rows
+        released_row(
+            grid, "B", intervals_follow=True, sum_value=-grid
+        ),  # negative, below count * lower = 0
+        released_row(
+            grid, "C", intervals_follow=True, sum_value=(7 * encoding.hi_units + 1) * grid
+        ),  # above count * upper
     ]
-    verdict = check_output_contract(plan, schema, _staged(tmp_path / "bad", bad, schema))
+    verdict = check_output_contract(plan, schema, staged_rows(tmp_path / "bad", bad, schema))
     assert isinstance(verdict.error, OutputContractError)
     message = str(verdict.error)
     assert "value above 'count' in column 'privacy_id_count'" in message
@@ -106,7 +92,8 @@ def test_the_output_contract_refuses_an_inconsistent_row(tmp_path: Path) -> None
     )
     lenient = build_plan(off)
     assert (
-        check_output_contract(lenient, schema, _staged(tmp_path / "off", bad, schema)).error is None
+        check_output_contract(lenient, schema, staged_rows(tmp_path / "off", bad, schema)).error
+        is None
     )
 
 
@@ -149,9 +136,11 @@ def test_the_output_contract_refuses_a_wrong_reliability_flag(tmp_path: Path) ->
     plan = build_plan(config)
     grid = plan.encodings["sum_value"].grid.step
     schema = release_schema(plan, T.StructType([T.StructField("key", T.StringType())]))
-    good = _row(grid, "A") | {f"{o.name}_unreliable": False for o in plan.outputs}
+    good = released_row(grid, "A", intervals_follow=True) | {
+        f"{o.name}_unreliable": False for o in plan.outputs
+    }
     assert (
-        check_output_contract(plan, schema, _staged(tmp_path / "good", [good], schema)).error
+        check_output_contract(plan, schema, staged_rows(tmp_path / "good", [good], schema)).error
         is None
     )
     bad = [
@@ -159,7 +148,7 @@ def test_the_output_contract_refuses_a_wrong_reliability_flag(tmp_path: Path) ->
         good | {"key": "C", "count_ci_low": 0, "count_ci_high": 20},  # half-width 10 > 3.5
         good | {"key": "D", "mean_value_unreliable": None},
     ]
-    verdict = check_output_contract(plan, schema, _staged(tmp_path / "bad", bad, schema))
+    verdict = check_output_contract(plan, schema, staged_rows(tmp_path / "bad", bad, schema))
     assert isinstance(verdict.error, OutputContractError)
     message = str(verdict.error)
     assert f"flag not {RELIABILITY_RULE} (share 0.5) in column 'count_unreliable'" in message

@@ -37,7 +37,7 @@ from pipelines.noising import release_schema
 from pipelines.plan import build_plan
 from pipelines.release import published_versions, read_manifest, verify_release
 from tests.doubles import ZeroNoise
-from tests.support import job_config, write_rows
+from tests.support import job_config, released_row, staged_rows, write_rows
 
 # Executors unpickle this module's doubles and data source by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
@@ -300,13 +300,6 @@ def test_a_failing_output_contract_blocks_publishing_with_exit_7(
     assert_gx_result(read_json(failed_run / OUTPUT_REPORT)["output_values"], success=False)
 
 
-def _staged(tmp_path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Path:
-    data = tmp_path / "staged" / "data"
-    data.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), data / "part-00000.parquet")
-    return data
-
-
 def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_path: Path) -> None:
     plan = build_plan(job_config(tmp_path, tmp_path / "unused.parquet"))
     grid = plan.encodings["sum_value"].grid.step
@@ -314,24 +307,11 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
     schema = pa.schema(fields)
 
     def row(key: str, **changes: Any) -> dict[str, Any]:
-        good: dict[str, Any] = {"key": key}
-        for name, value in (
-            ("privacy_id_count", 5),
-            ("count", 7),
-            ("sum_value", 4 * grid),
-            ("mean_value", 2.5),
-        ):
-            good |= {
-                name: value,
-                f"{name}_std": 1.0,
-                f"{name}_ci_low": value,
-                f"{name}_ci_high": value,
-            }
-        return good | changes
+        return released_row(grid, key, **changes)
 
     keys = T.StructType([T.StructField("key", T.StringType())])
     expected = release_schema(plan, keys)
-    good = _staged(tmp_path / "good", [row("A"), row("B")], schema)
+    good = staged_rows(tmp_path / "good", [row("A"), row("B")], schema)
     assert check_output_contract(plan, expected, good).error is None
 
     bad_rows = [
@@ -342,7 +322,7 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
         row("D", mean_value=11.0, mean_value_ci_high=11.0),  # outside [lower, upper]
         row("E", privacy_id_count=-1, privacy_id_count_ci_low=-1),  # negative count
     ]
-    verdict = check_output_contract(plan, expected, _staged(tmp_path / "bad", bad_rows, schema))
+    verdict = check_output_contract(plan, expected, staged_rows(tmp_path / "bad", bad_rows, schema))
     assert isinstance(verdict.error, OutputContractError)
     message = str(verdict.error)
     for part in (
@@ -358,7 +338,7 @@ def test_the_output_contract_names_every_broken_rule(spark: SparkSession, tmp_pa
 
     missing = schema.remove(schema.get_field_index("mean_value_std"))
     rows = [{k: v for k, v in row("A").items() if k != "mean_value_std"}]
-    verdict = check_output_contract(plan, expected, _staged(tmp_path / "schema", rows, missing))
+    verdict = check_output_contract(plan, expected, staged_rows(tmp_path / "schema", rows, missing))
     assert isinstance(verdict.error, OutputContractError)
     assert "release schema" in str(verdict.error)
     assert verdict.results["output_schema"]["success"] is False
