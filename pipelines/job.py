@@ -185,14 +185,15 @@ def _table_summary(run: PreparedRun, table: TablePlan) -> dict[str, object]:
 
 def _draw_noise(
     run: PreparedRun,
-    table: TablePlan,
+    index: int,
     aggregated: DataFrame,
     observed: ObservedInput,
     source: NoiseSource,
 ) -> Path:
-    """The table's pass over private rows: count the contract figures, judge them, then
-    draw the noise once and write the noisy table to staging; its directory."""
-    plan, spark, index = table.plan, aggregated.sparkSession, run.start.plans.tables.index(table)
+    """Table ``index``'s pass over private rows: count the contract figures, judge them,
+    then draw the noise once and write the noisy table to staging; its directory."""
+    table, spark = run.start.plans.tables[index], aggregated.sparkSession
+    plan = table.plan
     with run.progress.data_pass(spark):
         candidates = aggregated.count()
     run.progress.step("read and bound", table.spec.name or "")
@@ -214,18 +215,18 @@ def _draw_noise(
     return noisy
 
 
-def _stage_table(
-    run: PreparedRun, table: TablePlan, frame: DataFrame, source: NoiseSource
-) -> pa.Schema:
-    """One table staged in its canonical layout under ``staging/<its directory>``."""
-    plan, index = table.plan, run.start.plans.tables.index(table)
-    public = run.public_keys[index]
-    aggregated, observed = aggregated_frame(plan, frame, public, BoundingSalt.fresh())
+def _stage_table(run: PreparedRun, index: int, frame: DataFrame, source: NoiseSource) -> pa.Schema:
+    """Table ``index`` staged in its canonical layout under ``staging/<its directory>``."""
+    table = run.start.plans.tables[index]
+    plan = table.plan
+    aggregated, observed = aggregated_frame(
+        plan, frame, run.public_keys[index], BoundingSalt.fresh()
+    )
     keys = T.StructType([aggregated.schema[n] for n in plan.columns.partition_columns])
     # One exact row per candidate partition, kept for the pass.
     aggregated = aggregated.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        noisy = _draw_noise(run, table, aggregated, observed, source)
+        noisy = _draw_noise(run, index, aggregated, observed, source)
     finally:
         aggregated.unpersist()
     schema = release_schema(plan, keys)
@@ -263,7 +264,8 @@ def stage(run: PreparedRun, source: NoiseSource) -> list[pa.Schema]:
     """
     frame = _shared_rows(run)
     try:
-        schemas = [_stage_table(run, t, frame, source) for t in run.start.plans.tables]
+        tables = range(len(run.start.plans.tables))
+        schemas = [_stage_table(run, index, frame, source) for index in tables]
     finally:
         if frame is not run.frame:
             frame.unpersist()

@@ -108,11 +108,11 @@ class IsoWeekRange(_Frozen):
 
     def values(self) -> list[str]:
         """The weeks in order (a 53-week ISO year contributes its week 53)."""
-        first, last = (iso_week_start(t) for t in self.iso_weeks)
-        count = (last - first).days // 7 + 1
-        return [iso_week_text(first + datetime.timedelta(weeks=i)) for i in range(count)]
+        first = iso_week_start(self.iso_weeks[0])
+        return [iso_week_text(first + datetime.timedelta(weeks=i)) for i in range(self.size())]
 
     def size(self) -> int:
+        """How many weeks the range generates."""
         first, last = (iso_week_start(t) for t in self.iso_weeks)
         return (last - first).days // 7 + 1
 

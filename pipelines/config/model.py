@@ -139,7 +139,8 @@ class JobConfig(_Frozen):
         return seen
 
 
-def config_digest(config: JobConfig) -> str:
-    """SHA-256 of the canonical JSON of the config (identifies the job, not the data)."""
+def config_digest(config: _Frozen) -> str:
+    """SHA-256 of the canonical JSON of a config, one table's or a whole release's
+    (identifies the job, not the data)."""
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

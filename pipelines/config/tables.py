@@ -12,8 +12,6 @@ table's delta share is 0 only when it needs no delta (public keys and Laplace no
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -259,8 +257,7 @@ def release_spec(multi: MultiTableConfig) -> ReleaseSpec:
             tables.append(TableSpec(table.name, _table_job(multi, table, epsilon, delta)))
         except ValidationError as error:
             raise TableInvalidError(index, error) from None
-    canonical = json.dumps(multi.model_dump(mode="json"), sort_keys=True)
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    digest = config_digest(multi)
     return ReleaseSpec(tuple(tables), digest, multi.budget.epsilon, multi.budget.delta)
 
 
