@@ -2,10 +2,11 @@
 (``make bench``; alone: ``python -m benchmarks.selection``).
 
 The benchmark's job (epsilon 1, delta 1e-6, L0 3, Linf 2; count, privacy_id_count, sum and
-mean of ``value`` on [0, 100]; private selection, equal weights) runs with the previous
-default selection (truncated geometric at selection's share, its own noisy count) and with
-today's (``auto``: here Gaussian thresholding of the released privacy_id_count, one share for
-both), alternating, ``BENCH_REPEATS`` times each on the same table. Reported: the mean
+mean of ``value`` on [0, 100]; private selection) runs with the previous defaults
+(truncated geometric at selection's share with its own noisy count, equal weights, a sum with
+its own noise) and with today's (``auto``: here Gaussian thresholding of the released
+privacy_id_count, one share for both; the default weights; the sum derived from the mean's
+parts), alternating, ``BENCH_REPEATS`` times each on the same table. Reported: the mean
 number of released keys and its ratio, and the RMSE of count, sum and mean against the
 truth of the clamped values, over the keys both runs of a pair released.
 """
@@ -31,9 +32,20 @@ from pipelines.job import run_release
 METRICS = ("count", "sum_value", "mean_value")
 
 
-def _with_selection(config: JobConfig, mechanism: str) -> JobConfig:
+def _previous(config: JobConfig) -> JobConfig:
+    """The previous defaults: truncated geometric selection, equal weights, own sum noise."""
     raw = config.model_dump(mode="json", by_alias=True)
-    raw["partition_selection"] = {"mechanism": mechanism}
+    raw["partition_selection"] = {"mechanism": "truncated_geometric"}
+    names = ["selection", *(m.output_name for m in config.metrics)]
+    raw["budget"] |= {"weights": {n: 1 / len(names) for n in names}, "share_parts": False}
+    return config_from_mapping(raw, "benchmark selection config")
+
+
+def _today(config: JobConfig) -> JobConfig:
+    """Today's defaults: auto selection, default weights, shared parts."""
+    raw = config.model_dump(mode="json", by_alias=True)
+    raw["partition_selection"] = {"mechanism": "auto"}
+    raw["budget"] |= {"weights": None, "share_parts": True}
     return config_from_mapping(raw, "benchmark selection config")
 
 
@@ -74,8 +86,8 @@ def measure(spark: SparkSession, rows: int, repeats: int, scratch: Path) -> list
     """One row of the report for one table size."""
     table = synthetic_table(spark, rows, scratch / "data")
     root = scratch / "selection-out"
-    previous = _with_selection(bench_config(table, root), "truncated_geometric")
-    today = _with_selection(bench_config(table, root), "auto")
+    previous = _previous(bench_config(table, root))
+    today = _today(bench_config(table, root))
     truth = _truth(spark, table)
     keys: dict[str, list[int]] = {"previous": [], "today": []}
     errors: dict[str, dict[str, list[float]]] = {

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from dp_ops.entropy import RandomBits
 from dp_ops.samplers import sample_discrete_gaussian, sample_discrete_laplace
 
-__all__ = ["DiscreteGaussian", "DiscreteLaplace", "NoiseDistribution"]
+__all__ = ["DiscreteGaussian", "DiscreteLaplace", "LinearNoise", "NoiseDistribution"]
 
 # Half-width of the summation window of the discrete Gaussian, in units of σ.
 # The mass outside ±(WINDOW_SIGMAS·σ + WINDOW_EXTRA) is below 2·Φ(−12) ≈ 4e-33,
@@ -248,3 +248,29 @@ class DiscreteGaussian:
 
 
 NoiseDistribution = DiscreteLaplace | DiscreteGaussian
+
+
+@dataclass(frozen=True)
+class LinearNoise:
+    """The noise of Σ c_i·X_i for independent integer noises X_i (a derived value).
+
+    Public statistics only (it is never sampled: the X_i are drawn by their own
+    mechanisms). The half-width is a union bound: each term at alpha / (number of terms),
+    so [v − h, v + h] covers the derived value's noise with probability >= 1 − alpha.
+    """
+
+    terms: tuple[tuple[int, NoiseDistribution], ...]
+
+    def variance(self) -> float:
+        """Σ c_i²·Var(X_i) (the X_i are independent)."""
+        return math.fsum(c * c * d.variance() for c, d in self.terms)
+
+    def std(self) -> float:
+        """The standard deviation, √variance."""
+        return math.sqrt(self.variance())
+
+    def ci_half_width(self, alpha: float) -> int:
+        """Σ |c_i|·h_i(alpha / n): a conservative (1 − alpha) half-width (union bound)."""
+        _check_alpha(alpha)
+        share = alpha / len(self.terms)
+        return sum(abs(c) * d.ci_half_width(share) for c, d in self.terms)

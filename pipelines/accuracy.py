@@ -96,7 +96,8 @@ def _metric_accuracy(
     rows = units * min(_settings(config).rows_per_unit, linf)
     parts = {part.role: part for part in kind.parts}
     if kind.noise_is_absolute:  # one part: a count, a count of units, or a sum
-        own = mechanisms[parts["value"].mechanism(name)]
+        shared = described["shared_parts"].get(name)  # a sum derived from a mean's parts
+        own = shared if shared is not None else mechanisms[parts["value"].mechanism(name)]
         make = sum_accuracy if kind.measured else count_accuracy
         size = units if parts["value"].per_unit else rows
         assert metric.lower is not None or not kind.measured

@@ -126,7 +126,7 @@ def _cell_sums(plan: ReleasePlan) -> list[Column]:
     sums: dict[str, Column] = {}
     for output in plan.outputs:
         encoding = output.encoding
-        if encoding is None:
+        if encoding is None or not output.aggregates_column:
             continue
         encoded = columns[output.name]
         units = F.col(encoded)
@@ -212,7 +212,7 @@ def contributions(plan: ReleasePlan) -> dict[str, Column]:
     out: dict[str, Column] = {ROWS: F.least(F.col(CELL_ROWS), F.lit(linf))}
     for output in plan.outputs:
         encoding = output.encoding
-        if encoding is None:
+        if encoding is None or not output.aggregates_column:
             continue
         encoded = columns[output.name]
         cell = _Cell(linf, encoding, F.col(_offset_sum(encoded)), F.col(_square_sum(encoded)))

@@ -69,12 +69,12 @@ def row_rules(outputs: Iterable[OutputMetric], post: PostProcessing) -> RowRules
         return NO_RULES
     outputs = tuple(outputs)
     count = next(
-        (Bounded(o.name, o.source("value")) for o in outputs if o.kind.serves_as_count), None
+        (Bounded(o.name, o.value_aggregate) for o in outputs if o.kind.serves_as_count), None
     )
-    units = tuple(Bounded(o.name, o.source("value")) for o in outputs if o.kind.at_most_count)
+    units = tuple(Bounded(o.name, o.value_aggregate) for o in outputs if o.kind.at_most_count)
     sums = tuple(
         SumBound(
-            Bounded(o.name, o.source("value")),
+            Bounded(o.name, o.value_aggregate),
             o.encoding.lo_units,
             o.encoding.hi_units,
             o.encoding.grid.step,

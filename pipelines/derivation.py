@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dp_ops.grid import Grid, rounded_bounds
-from dp_ops.noise import NoiseDistribution
+from dp_ops.noise import LinearNoise, NoiseDistribution
 
 IntArray = npt.NDArray[np.int64] | npt.NDArray[np.object_]
 FloatArray = npt.NDArray[np.float64]
@@ -65,7 +65,7 @@ class NoisyPart:
     """One noisy aggregate of the kept partitions, with its public noise parameters."""
 
     values: IntArray  # exact aggregate + integer noise, in grid units
-    noise: NoiseDistribution
+    noise: NoiseDistribution | LinearNoise  # a shared sum's: a sum of its parts' noise
     half_width: int  # grid units, at the plan's confidence level
     #: The noisy value before the consistency projection (None: not projected). The
     #: noise-only interval is built around it, then widened to hold the released value.

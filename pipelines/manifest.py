@@ -25,7 +25,12 @@ from dp_ops.accounting import group_privacy_table
 from pipelines.consistency import RowRules, consistency_steps, row_rules
 from pipelines.derivation import RELIABILITY_RULE, PostProcessing
 from pipelines.plan import OutputMetric, PublicPartitions, ReleasePlan
-from pipelines.plan_description import describe_plan, describe_selection, group_privacy_rows
+from pipelines.plan_description import (
+    describe_plan,
+    describe_selection,
+    group_privacy_rows,
+    shared_sum_entry,
+)
 from pipelines.release_plan import ReleasePlans, describe_release_totals
 from pipelines.released import FLAG, released_name
 
@@ -105,6 +110,12 @@ def _steps(output: OutputMetric, post: PostProcessing, rules: RowRules) -> list[
     """The post-processing steps of one metric's released values, as the manifest states."""
     kind = output.kind
     steps = consistency_steps(rules, output.name)
+    if output.shared is not None:
+        steps.insert(
+            0,
+            f"derived from the noisy parts of '{output.shared.lender}' (shared parts, no noise "
+            "of its own; see derived_from)",
+        )
     if kind.clamps_negative and post.clamp_negative_counts:
         steps.append("negative values reported as 0")
     steps.extend(kind.steps)
@@ -124,6 +135,7 @@ def _columns(plan: ReleasePlan) -> list[dict[str, Any]]:
             "mechanisms": output.mechanisms,
             "budget_share": output.budget_share,
             "post_processing": _steps(output, plan.post, rules),
+            **({"derived_from": shared_sum_entry(output)} if output.shared else {}),
             "columns": [c.name for c in plan.released if c.output == output.name],
             "confidence_interval": INTERVALS,
         }

@@ -162,6 +162,13 @@ class MetricKind:
     #: The README's noise column: the std itself, or (False) std / count.
     noise_is_absolute: bool = True
     steps: tuple[str, ...] = ()  # post-processing steps, as the manifest states them
+    #: Its parts include a noisy normalised sum and a count, from which a sum of the same
+    #: column and bounds is post-processing (shared parts, docs/privacy.md §7).
+    lends_sum: bool = False
+    #: It can be derived from a ``lends_sum`` metric of the same column and bounds.
+    derivable_sum: bool = False
+    #: Its true value is the partition's unit count, which a threshold rule selects on.
+    selection_count: bool = False
 
     @property
     def measured(self) -> bool:
@@ -192,6 +199,7 @@ PRIVACY_ID_COUNT = MetricKind(
     integer_valued=True,
     clamps_negative=True,
     at_most_count=True,
+    selection_count=True,
 )
 SUM = MetricKind(
     "sum",
@@ -200,6 +208,7 @@ SUM = MetricKind(
     measure=Measure(_largest_magnitude, _largest_magnitude, _no_unit, _both_zero),
     on_grid=True,
     within_count_bounds=True,
+    derivable_sum=True,
 )
 MEAN = MetricKind(
     "mean",
@@ -210,6 +219,7 @@ MEAN = MetricKind(
     rounds=True,
     noise_is_absolute=False,
     steps=("mid + grid * noisy normalized sum / (2 * max(1, noisy count)), clamped",),
+    lends_sum=True,
 )
 VARIANCE = replace(
     MEAN,

@@ -28,11 +28,13 @@ from dp_ops.selection_rules import RandomDraws, ThresholdRule
 from pipelines.consistency import RowRules, consistent_values, row_rules
 from pipelines.derivation import IntArray, NoisyPart, PostProcessing, Role, unreliable
 from pipelines.plan import UNITS, OutputMetric, ReleasePlan
+from pipelines.plan_metrics import SharedSum
 from pipelines.plan_selection import Selection
 from pipelines.released import FLAG, ReleasedColumn, released_name
 from pipelines.source import column
 
 NOISY = "__noisy"
+_EXACT_LIMIT = 2**62  # int64 arithmetic below this magnitude, Python ints above
 KEEP = "keep"
 
 
@@ -127,6 +129,25 @@ def _exact_integers(series: pd.Series) -> IntArray:
     return values
 
 
+def derived_sum(values: IntArray, counts: IntArray, shared: SharedSum) -> IntArray:
+    """A shared sum's noisy integer Σy + C·(lo_u + hi_u), exact (half-grid units).
+
+    int64 when every term provably fits, else Python ints (as the noisy integers).
+    """
+    if len(values) == 0:
+        return np.asarray(values, dtype=np.int64)
+    largest = max(abs(int(v)) for v in (np.max(values), np.min(values)))
+    largest_count = max(abs(int(c)) for c in (np.max(counts), np.min(counts)))
+    if largest + largest_count * abs(shared.offset) < _EXACT_LIMIT:
+        return np.asarray(values, dtype=np.int64) + np.asarray(counts, dtype=np.int64) * int(
+            shared.offset
+        )
+    exact: IntArray = np.asarray(values, dtype=object) + np.asarray(counts, dtype=object) * (
+        shared.offset
+    )
+    return exact
+
+
 def released_columns(
     step: NoiseStep, noisy: Mapping[str, IntArray], size: int
 ) -> dict[str, npt.NDArray[np.generic]]:
@@ -139,6 +160,12 @@ def released_columns(
     """
     by_name = {a.name: a for a in step.aggregates}
     variances = {a.name: a.noise.variance() for a in step.aggregates}
+    noisy = dict(noisy)
+    for output in step.outputs:
+        if output.shared is not None:
+            shared = output.shared
+            noisy[shared.name] = derived_sum(noisy[shared.value], noisy[shared.count], shared)
+            variances[shared.name] = shared.noise.variance()
     projected = consistent_values(step.rules, noisy, variances)
     out: dict[str, npt.NDArray[np.generic]] = {}
     for output in step.outputs:
@@ -146,7 +173,10 @@ def released_columns(
             role: NoisyPart(noisy[name], by_name[name].noise, by_name[name].half_width)
             for role, name in output.sources
         }
-        value = output.source("value")
+        if output.shared is not None:
+            shared = output.shared
+            parts = {"value": NoisyPart(noisy[shared.name], shared.noise, shared.half_width)}
+        value = output.value_aggregate
         if value in projected:
             parts["value"] = replace(parts["value"], values=projected[value], center=noisy[value])
         released = output.kind.derive(parts, output.encoding, step.post, size)

@@ -16,6 +16,7 @@ contract rules, post-processing, the facts the manifest states), never the confi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from dp_ops.accounting import Composition, GroupPrivacy, group_privacy_table
 from dp_ops.calibration import ContributionBounds
@@ -30,7 +31,14 @@ from pipelines.plan_limits import (
     check_exact_arithmetic,
     check_rounding,
 )
-from pipelines.plan_metrics import NoisyAggregate, calibrate_metric, reused_count
+from pipelines.plan_metrics import (
+    CalibratedMetric,
+    NoisyAggregate,
+    SharedSum,
+    calibrate_metric,
+    reused_count,
+    shared_sum,
+)
 from pipelines.plan_selection import PublicPartitions, Selection, SelectionChoice, plan_selection
 from pipelines.released import ReleasedColumn, released_columns
 
@@ -60,10 +68,24 @@ class OutputMetric:
     #: Mechanism name of each part, by role ("value", "count", "squares").
     sources: tuple[tuple[Role, str], ...]
     budget_share: float
+    #: A sum derived from another metric's parts (its ``sources`` name them; it has no
+    #: aggregate or noise of its own, and its encoding is on half the lender's grid).
+    shared: SharedSum | None = None
 
     def source(self, role: Role) -> str:
         """The mechanism name of this metric's part ``role``."""
         return dict(self.sources)[role]
+
+    @property
+    def value_aggregate(self) -> str:
+        """The noisy integer its value is derived from: its value part's, or a shared
+        sum's derived integer (named after the sum)."""
+        return self.source("value") if self.shared is None else self.shared.name
+
+    @property
+    def aggregates_column(self) -> bool:
+        """True when bounding encodes and sums its column (measured, not shared)."""
+        return self.encoding is not None and self.shared is None
 
     @property
     def mechanisms(self) -> list[str]:
@@ -126,7 +148,7 @@ class ReleasePlan:
     @property
     def encodings(self) -> dict[str, Encoding]:
         """Encodings by output metric name (measured metrics only)."""
-        return {o.name: o.encoding for o in self.outputs if o.encoding is not None}
+        return {o.name: o.encoding for o in self.outputs if o.aggregates_column and o.encoding}
 
 
 def _alpha(config: JobConfig) -> float:
@@ -139,6 +161,40 @@ def _alpha(config: JobConfig) -> float:
     return alpha
 
 
+def _calibrated(
+    config: JobConfig,
+    bounds: ContributionBounds,
+    split: BudgetSplit,
+    alpha: float,
+    choice: SelectionChoice,
+) -> dict[str, CalibratedMetric]:
+    """Every metric that spends, calibrated from its share, by output name.
+
+    The privacy_id_count the selection reuses takes the rule's noise and spends nothing of
+    its own (its share is in the rule's); a lender also spends the shares of the sums
+    derived from it, which are not calibrated here.
+    """
+    kinds = [kind_of(m.metric) for m in config.metrics]
+    count_name = next(
+        (m.output_name for m, k in zip(config.metrics, kinds, strict=True) if k.serves_as_count),
+        None,
+    )
+    lent = config.shared_sums
+    out: dict[str, CalibratedMetric] = {}
+    for index, (metric, kind) in enumerate(zip(config.metrics, kinds, strict=True)):
+        name = metric.output_name
+        if name in lent:
+            continue
+        if name == choice.reuses and isinstance(choice.rule, ThresholdRule):
+            out[name] = reused_count(name, choice.rule, bounds, alpha)
+            continue
+        share = split.shares[name] + sum(
+            (split.shares[s] for s, lender in lent.items() if lender == name), Fraction(0)
+        )
+        out[name] = calibrate_metric(index, metric, kind, bounds, split, alpha, count_name, share)
+    return out
+
+
 def _metrics(
     config: JobConfig,
     bounds: ContributionBounds,
@@ -146,34 +202,30 @@ def _metrics(
     alpha: float,
     choice: SelectionChoice,
 ) -> tuple[list[NoisyAggregate], list[OutputMetric]]:
-    """Every metric's noisy aggregates, calibrated from its share, and its output record.
-
-    The privacy_id_count the selection reuses takes the rule's noise and spends nothing of
-    its own (its share is in the rule's).
-    """
-    kinds = [kind_of(m.metric) for m in config.metrics]
-    count_name = next(
-        (m.output_name for m, k in zip(config.metrics, kinds, strict=True) if k.serves_as_count),
-        None,
-    )
-    aggregates: list[NoisyAggregate] = []
+    """Every metric's noisy aggregates and its output record, in config order; a shared
+    sum's record reads its lender's parts (``shared_sum``)."""
+    calibrated = _calibrated(config, bounds, split, alpha, choice)
+    aggregates = [a for c in calibrated.values() for a in c.aggregates]
+    by_name = {a.name: a for a in aggregates}
+    lent = config.shared_sums
     outputs: list[OutputMetric] = []
-    for index, (metric, kind) in enumerate(zip(config.metrics, kinds, strict=True)):
-        calibrated = (
-            reused_count(metric.output_name, choice.rule, bounds, alpha)
-            if metric.output_name == choice.reuses and isinstance(choice.rule, ThresholdRule)
-            else calibrate_metric(index, metric, kind, bounds, split, alpha, count_name)
-        )
-        aggregates.extend(calibrated.aggregates)
-        outputs.append(
-            OutputMetric(
-                metric.output_name,
-                kind,
-                calibrated.encoding,
-                calibrated.sources,
-                float(split.shares[metric.output_name]),
+    for metric in config.metrics:
+        name, kind = metric.output_name, kind_of(metric.metric)
+        if name in lent:
+            lender = calibrated[lent[name]]
+            assert lender.encoding is not None
+            sources: dict[Role, str] = {r: m for r, m in lender.sources if r != "squares"}
+            encoding, shared = shared_sum(
+                name, lent[name], lender.encoding, sources, by_name, alpha
             )
+            outputs.append(OutputMetric(name, kind, encoding, tuple(sources.items()), 0.0, shared))
+            continue
+        own = calibrated[name]
+        share = float(
+            split.shares[name]
+            + sum((split.shares[s] for s, lender in lent.items() if lender == name), Fraction(0))
         )
+        outputs.append(OutputMetric(name, kind, own.encoding, own.sources, share))
     return aggregates, outputs
 
 

@@ -12,7 +12,7 @@ from dp_ops.accounting import GroupPrivacy
 from dp_ops.grid import Grid, count_grid
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from dp_ops.selection_rules import ThresholdRule
-from pipelines.plan import NoisyAggregate, PublicPartitions, ReleasePlan
+from pipelines.plan import NoisyAggregate, OutputMetric, PublicPartitions, ReleasePlan
 from pipelines.plan_selection import Selection
 
 PLAN_UNIT_COUNTS = (1, 2, 5, 10, 20, 50, 100)
@@ -33,7 +33,7 @@ def noise_params(noise: NoiseDistribution) -> dict[str, object]:
 def grid_of(plan: ReleasePlan, aggregate: NoisyAggregate) -> Grid:
     """Grid of an aggregate's released units (counts are on the unit grid)."""
     for output in plan.outputs:
-        if output.encoding is None:
+        if output.encoding is None or not output.aggregates_column:
             continue
         if any(role != "count" and name == aggregate.name for role, name in output.sources):
             return output.encoding.grid
@@ -89,6 +89,24 @@ def _mechanism(plan: ReleasePlan, aggregate: NoisyAggregate) -> dict[str, object
     }
 
 
+def shared_sum_entry(output: OutputMetric) -> dict[str, object]:
+    """A shared sum's derivation: the output whose parts it reads, the mechanisms, and
+    its noise std and interval half-width in value units (post-processing, no spend)."""
+    shared, encoding = output.shared, output.encoding
+    assert shared is not None and encoding is not None
+    step = encoding.grid.step
+    return {
+        "output": shared.lender,
+        "mechanisms": [shared.value, shared.count],
+        "rule": (
+            f"grid/2 * (noisy '{shared.value}' + noisy '{shared.count}' * {shared.offset}): "
+            "the sum of the values the mean's normalised sum and count describe"
+        ),
+        "std": shared.noise.std() * step,
+        "ci_half_width": shared.half_width * step,
+    }
+
+
 def _public_key_count(selection: Selection) -> dict[str, object]:
     """How many public keys the release lists, as far as the config alone tells."""
     if not isinstance(selection, PublicPartitions) or selection.generated_keys is None:
@@ -133,6 +151,7 @@ def describe_plan(plan: ReleasePlan) -> dict[str, object]:
         )
         | _public_key_count(plan.selection),
         "mechanisms": [_mechanism(plan, a) for a in plan.aggregates],
+        "shared_parts": {o.name: shared_sum_entry(o) for o in plan.outputs if o.shared},
         "confidence_level": plan.confidence_level,
         "totals": {
             "epsilon": composition.epsilon,

@@ -21,7 +21,7 @@ from dp_ops.calibration import (
     sensitivity_for_partition_bound,
 )
 from dp_ops.grid import MAX_ABS_UNITS, Grid, choose_grid
-from dp_ops.noise import DiscreteLaplace, NoiseDistribution
+from dp_ops.noise import DiscreteLaplace, LinearNoise, NoiseDistribution
 from dp_ops.selection_rules import ThresholdRule
 from pipelines.budget_split import BudgetSplit
 from pipelines.config import ConfigError, MetricConfig
@@ -167,15 +167,19 @@ def calibrate_metric(
     split: BudgetSplit,
     alpha: float,
     count_name: str | None,
+    share: Fraction | None = None,
 ) -> CalibratedMetric:
     """Calibrate metric ``index``: its share split evenly over the parts it spends on.
 
     A part that is a shared count reads the released COUNT ``count_name`` when there is
-    one (no extra spend); otherwise the metric calibrates its own count.
+    one (no extra spend); otherwise the metric calibrates its own count. ``share``: the
+    metric's share when it differs from its weight's (a lender also spends the weights of
+    the sums derived from it).
     """
     name = metric.output_name
     parts = kind.parts_for(count_name is not None)
-    eps, rho = split.share_budget(split.shares[name] / len(parts), name)
+    share = split.shares[name] if share is None else share
+    eps, rho = split.share_budget(share / len(parts), name)
     encoding = (
         _encoding(index, metric, kind, bounds, (split.noise, eps, rho)) if kind.measured else None
     )
@@ -224,3 +228,49 @@ def reused_count(
     )
     aggregate = NoisyAggregate(name, UNITS, noise, sensitivity, spend, noise.ci_half_width(alpha))
     return CalibratedMetric((aggregate,), None, (("value", name),))
+
+
+@dataclass(frozen=True)
+class SharedSum:
+    """A sum derived from a lender's noisy normalised sum Σy and its count C (no noise).
+
+    In half-grid units (step g/2 of the lender's grid g): S' = Σy + C·(lo_u + hi_u), which
+    is 2·Σunits for the exact aggregates (y = 2·units − lo_u − hi_u). Post-processing of
+    the two noisy values (docs/privacy.md §7, "Shared parts").
+    """
+
+    name: str  # the sum's output name (the derived integer's name in the noise step)
+    lender: str  # the output whose parts it reads
+    value: str  # mechanism name of the lender's noisy normalised sum
+    count: str  # mechanism name of the noisy count the lender divides by
+    offset: int  # lo_u + hi_u of the lender's encoding
+    noise: LinearNoise
+    half_width: int  # half-grid units, at the plan's confidence level
+
+
+def shared_sum(
+    name: str,
+    lender: str,
+    encoding: Encoding,
+    sources: dict[Role, str],
+    aggregates: dict[str, NoisyAggregate],
+    alpha: float,
+) -> tuple[Encoding, SharedSum]:
+    """The encoding (half the lender's grid, doubled unit bounds) and the derivation of
+    the sum ``name`` from the lender's parts; nothing is calibrated or spent."""
+    offset = encoding.lo_units + encoding.hi_units
+    value, count = aggregates[sources["value"]], aggregates[sources["count"]]
+    noise = LinearNoise(((1, value.noise), (offset, count.noise)))
+    grid = Grid(encoding.grid.exponent - 1)
+    derived = Encoding(
+        encoding.column,
+        encoding.lower,
+        encoding.upper,
+        grid,
+        2 * encoding.lo_units,
+        2 * encoding.hi_units,
+    )
+    shared = SharedSum(
+        name, lender, value.name, count.name, offset, noise, noise.ci_half_width(alpha)
+    )
+    return derived, shared

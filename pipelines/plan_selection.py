@@ -22,6 +22,7 @@ from dp_ops.selection_rules import (
 )
 from pipelines.config import ConfigError, JobConfig
 from pipelines.config.key_generators import describe_generated, generated_key_count
+from pipelines.metric_kinds import kind_of
 from pipelines.plan_limits import check_keep_table, check_share, check_threshold
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def reusable_count(config: JobConfig) -> str | None:
     """The privacy_id_count output a threshold rule may select on, if the config allows."""
     if not config.partition_selection.post_aggregation:
         return None
-    return next((m.output_name for m in config.metrics if m.metric == "privacy_id_count"), None)
+    return next((m.output_name for m in config.metrics if kind_of(m.metric).selection_count), None)
 
 
 def units_for_half(rule: SelectionRule) -> int:

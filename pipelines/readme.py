@@ -109,12 +109,15 @@ def _columns(manifest: dict[str, Any], level: str = "##") -> list[str]:
     stds = {m["name"]: m["std"] for m in manifest["mechanisms"]}
     for column in manifest["columns"]:
         value_bounds = f"[{column['lower']:g}, {column['upper']:g}]" if "lower" in column else "-"
-        std = stds.get(column["mechanisms"][0], float("nan"))
+        derived = column.get("derived_from")
+        std = stds.get(column["mechanisms"][0], float("nan")) if not derived else derived["std"]
         noise = (
             f"{std:.4g}"
             if kind_of(column["metric"]).noise_is_absolute
             else f"{std / 2:.4g} / count (see `{released_name(column['name'], 'std')}`)"
         )
+        if derived:
+            noise += f" (from the parts of `{derived['output']}`, no noise of its own)"
         lines.append(
             f"| `{column['name']}` | {column['metric']} | {value_bounds} | "
             f"{column.get('grid', 1.0):g} | {noise} |"

@@ -29,6 +29,7 @@ from pipelines.config.sections import (
     PostProcessingConfig,
     ReleaseConfig,
 )
+from pipelines.config.weights import default_weights, shared_sums
 from pipelines.released import FLAG, released_name, released_names
 
 
@@ -109,13 +110,15 @@ class JobConfig(_Frozen):
 
     @property
     def weights(self) -> dict[str, float]:
-        """Budget shares per mechanism name (explicit, or equal shares)."""
+        """Budget shares per mechanism name (explicit, or ``default_weights``)."""
         if self.budget.weights is not None:
             return dict(self.budget.weights)
-        names = [m.output_name for m in self.metrics]
-        if self.partition_selection.mechanism != "public":
-            names = ["selection", *names]
-        return {n: 1.0 / len(names) for n in names}
+        return default_weights(self)
+
+    @property
+    def shared_sums(self) -> dict[str, str]:
+        """Each sum derived from a mean's or variance's parts: sum output → that output."""
+        return shared_sums(self.metrics, self.budget.share_parts)
 
     @property
     def ledger_path(self) -> Path:

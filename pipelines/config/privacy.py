@@ -126,7 +126,17 @@ class BudgetConfig(_Frozen):
         default=None,
         description=(
             "Share of the budget per mechanism: 'selection' (private selection only) and each "
-            "metric's output name. Must sum to 1. Default: equal shares."
+            "metric's output name. Must sum to 1. Default: selection and the "
+            "privacy_id_count it may threshold get equal shares, the other metrics the rest "
+            "by the minimum-relative-variance rule (README, 'Default weights')."
+        ),
+    )
+    share_parts: bool = Field(
+        default=True,
+        description=(
+            "A sum whose column and bounds equal a mean's or variance's is derived from that "
+            "metric's noisy normalised sum and count (no noise of its own); its weight is "
+            "spent by that metric's parts. false: the sum draws its own noise."
         ),
     )
 

@@ -147,6 +147,18 @@ def _scale(mechanism: dict[str, Any]) -> float:
     return units * float(mechanism["grid"])
 
 
+def _sum_scale_and_claim(
+    manifest: dict[str, Any], mechanisms: dict[str, dict[str, Any]], eps: dict[str, float]
+) -> tuple[float, float]:
+    """The sum's noise scale (released units) and claimed epsilon: its own mechanism's, or,
+    for a sum derived from the mean's parts (shared parts), its std and the parts' total."""
+    if "sum_value" in mechanisms:
+        return _scale(mechanisms["sum_value"]), eps["sum_value"]
+    column = next(c for c in manifest["columns"] if c["name"] == "sum_value")
+    derived = column["derived_from"]
+    return float(derived["std"]), sum(eps[name] for name in derived["mechanisms"])
+
+
 def statistics(
     design: Design,
     manifest: dict[str, Any],
@@ -184,14 +196,14 @@ def statistics(
                 tuple(events),
             )
         )
-        s = _scale(mechanisms["sum_value"])
+        s, sum_claim = _sum_scale_and_claim(manifest, mechanisms, eps)
         low, high = base * LOWER, base * LOWER + LINF * UPPER
         events = [at_least(high + k * s) for k in (0, 1, 2)]
         events += [at_most(low - k * s) for k in (0, 1, 2)]
         out.append(
             Statistic(
                 "sum",
-                eps["sum_value"],
+                sum_claim,
                 delta,
                 _column(d, keys, "sum_value"),
                 _column(dp, keys, "sum_value"),

@@ -24,17 +24,19 @@ from tests.support import job_config, raw_job_config, released_row, staged_rows
 KEYS = [f"k{i}" for i in range(300)]
 
 
-@pytest.mark.parametrize("noise", ["laplace", "gaussian"])
+@pytest.mark.parametrize(("noise", "shared"), [("laplace", False), ("gaussian", True)])
 def test_every_released_row_is_consistent(
-    spark: SparkSession, tmp_path: Path, events_path: Path, noise: str
+    spark: SparkSession, tmp_path: Path, events_path: Path, noise: str, shared: bool
 ) -> None:
-    """300 public keys, most without data: their values are noise, crossing half the time."""
+    """300 public keys, most without data: their values are noise, crossing half the time;
+    with ``shared``, the sum is derived from the mean's parts (shared parts)."""
     raw = raw_job_config(
         tmp_path / "releases",
         events_path,
         noise=noise,
         partition_selection={"mechanism": "public", "public_keys": {"values": {"key": KEYS}}},
     )
+    raw["budget"] = {**raw["budget"], "share_parts": shared}
     result = run_release(spark, config_from_mapping(raw))
     version = Path(result.path)
     table = pq.read_table(version / "data")
@@ -44,8 +46,10 @@ def test_every_released_row_is_consistent(
     assert (count >= units).all() and (units >= 0).all()
     assert (count == units).sum() > len(KEYS) / 10  # the crossed pairs, merged
     plan = build_plan(config_from_mapping(raw))
-    encoding = plan.encodings["sum_value"]
+    encoding = next(o.encoding for o in plan.outputs if o.name == "sum_value")
+    assert encoding is not None
     sums = column["sum_value"] / encoding.grid.step
+    assert (sums == np.round(sums)).all()  # on its grid (half the mean's when shared)
     assert (sums >= count * encoding.lo_units).all() and (sums <= count * encoding.hi_units).all()
     for output in plan.outputs:
         low, high = column[f"{output.name}_ci_low"], column[f"{output.name}_ci_high"]
@@ -53,6 +57,15 @@ def test_every_released_row_is_consistent(
     steps = {c["name"]: c["post_processing"] for c in read_manifest(version)["columns"]}
     assert any("weighted least-squares projection" in s for s in steps["privacy_id_count"])
     assert any("clipped to ['count' * lower" in s for s in steps["sum_value"])
+    columns = {c["name"]: c for c in read_manifest(version)["columns"]}
+    if shared:
+        derived = columns["sum_value"]["derived_from"]
+        assert derived["output"] == "mean_value"
+        assert derived["mechanisms"] == ["mean_value.normalized_sum", "count"]
+        mechanisms = {m["name"] for m in read_manifest(version)["mechanisms"]}
+        assert "sum_value" not in mechanisms
+    else:
+        assert "derived_from" not in columns["sum_value"]
     assert verify_release(version) == []
 
 

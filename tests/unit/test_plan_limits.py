@@ -104,6 +104,12 @@ SUM_THIRD = [
     {"metric": "privacy_id_count", "name": "units_again"},
     {"metric": "sum", "column": "value", "lower": 0.0, "upper": 1.0},
 ]
+#: Equal shares for SUM_THIRD (the default weights would give the sum nearly all).
+SUM_THIRD_BUDGET = {
+    "epsilon": 1e-6,
+    "delta": 0.0,
+    "weights": {"privacy_id_count": 0.25, "units_again": 0.25, "sum_value": 0.5},
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -155,7 +161,7 @@ def test_plan_and_cli_import_no_spark() -> None:
 
 def test_laplace_scale_above_the_sampler_limit_names_the_metric() -> None:
     message = refusal(
-        budget={"epsilon": 1e-6, "delta": 0.0},
+        budget=SUM_THIRD_BUDGET,
         contribution_bounds=bounds(10**6, 10**6),
         metrics=SUM_THIRD,
         partition_selection=PUBLIC,
@@ -392,7 +398,7 @@ def test_a_confidence_level_that_rounds_away_is_refused() -> None:
 def test_plan_command_prints_the_refusal_with_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "job.yaml"
     raw = raw_config(
-        budget={"epsilon": 1e-6, "delta": 0.0},
+        budget=SUM_THIRD_BUDGET,
         contribution_bounds=bounds(10**6, 10**6),
         metrics=SUM_THIRD,
         partition_selection=PUBLIC,
