@@ -280,8 +280,11 @@ class NoisyTree:
 
         Half-width in rank units h = z_{1−alpha/2}·std·√spread (the Gaussian approximation
         of the linearised rank error, docs/privacy.md §4b); the interval is
-        [Q(r − h/N), Q(r + h/N)] on the same tree, N = ``noisy_total``, widened to contain
-        Q(r). Invariants: ci_low <= quantile <= ci_high, all inside [lower, upper].
+        [Q(r − h/N), Q(r + h/N)] on the same tree, N = ``noisy_total``, each end widened to
+        the outer edge of its leaf (the values' position inside a leaf is unknown) and to
+        contain Q(r); an end whose rank leaves (0, 1) is lower or upper, and an empty noisy
+        tree gives [lower, upper]. Invariants: ci_low <= quantile <= ci_high, all inside
+        [lower, upper].
         """
         if not (math.isfinite(alpha) and 0.0 < alpha < 1.0):
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -300,7 +303,9 @@ class NoisyTree:
                 low[i] = self.quantiles([rank - step])[0]
             if rank + step < 1.0:
                 high[i] = self.quantiles([rank + step])[0]
-        return np.minimum(low, center), np.maximum(high, center)
+        low = np.minimum(shape.leaf_edges(shape.leaf_of(low))[0], center)
+        high = np.maximum(shape.leaf_edges(shape.leaf_of(high))[1], center)
+        return low, high
 
 
 def expected_rank_error(shape: TreeShape, noise: NoiseDistribution, partition_size: int) -> float:
