@@ -98,9 +98,13 @@ class TreeShape:
     def leaf_of(self, values: npt.NDArray[np.float64]) -> IntArray:
         """clip(floor((clamp(x) − lower)·leaf_scale), 0, leaves − 1), clamp to [lower, upper].
 
-        The Spark side computes this same formula as a Column: keep both in step.
+        The Spark side computes this same formula as a Column: keep both in step. NaN has
+        no leaf (clamp(NaN) is NaN) and is refused: drop it before (docs/privacy.md §3).
         """
-        clamped = np.clip(np.asarray(values, dtype=np.float64), self.lower, self.upper)
+        array = np.asarray(values, dtype=np.float64)
+        if np.any(np.isnan(array)):
+            raise ValueError("values must not be NaN: drop them before placing them in leaves")
+        clamped = np.clip(array, self.lower, self.upper)
         raw = np.floor((clamped - self.lower) * self.leaf_scale)
         return np.clip(raw, 0, self.leaves - 1).astype(np.int64)
 

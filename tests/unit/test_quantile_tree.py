@@ -67,6 +67,8 @@ def test_shape_defaults_and_leaf_formula() -> None:
     assert SHAPE.leaf_of(values).tolist() == direct.astype(np.int64).tolist()
     assert SHAPE.leaf_of(values).tolist() == [0, 0, 0, 32_768, 65_535, 65_535, 65_535]
     assert SHAPE.leaf_of(values).dtype == np.int64
+    with pytest.raises(ValueError, match="NaN"):
+        SHAPE.leaf_of(np.array([1.0, math.nan]))
 
 
 def test_leaf_edges_contain_their_values() -> None:
