@@ -73,15 +73,28 @@ class Sensitivity:
     """How much one privacy unit can move an integer, per-partition aggregate vector.
 
     One unit changes at most `max_partitions_per_unit` (L0) partitions, each by at most
-    `per_partition` grid units (parallel composition through the L0 factor).
+    `per_partition` grid units in L1 (parallel composition through the L0 factor).
+
+    `per_partition_l2_squared` is the exact squared L2 bound of one partition's change
+    when it is tighter than per_partition² (a vector aggregate such as the quantile tree,
+    docs/privacy.md §4b); None means per_partition², a scalar aggregate. Invariant:
+    1 <= per_partition_l2_squared <= per_partition² (an L2 norm never exceeds the L1 norm).
     """
 
     max_partitions_per_unit: int
     per_partition: int
+    per_partition_l2_squared: int | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("max_partitions_per_unit", self.max_partitions_per_unit)
         check_positive_int("per_partition", self.per_partition)
+        if self.per_partition_l2_squared is not None:
+            check_positive_int("per_partition_l2_squared", self.per_partition_l2_squared)
+            if self.per_partition_l2_squared > self.per_partition**2:
+                raise ValueError(
+                    "per_partition_l2_squared must be <= per_partition**2 "
+                    f"({self.per_partition**2}), got {self.per_partition_l2_squared!r}"
+                )
 
     @property
     def l1(self) -> int:
@@ -95,8 +108,11 @@ class Sensitivity:
 
     @property
     def l2_squared(self) -> int:
-        """Squared L2 sensitivity, exact: L0 · per_partition²."""
-        return self.max_partitions_per_unit * self.per_partition**2
+        """Squared L2 sensitivity, exact: L0 · per_partition² (or L0 · per_partition_l2_squared)."""
+        per_partition = self.per_partition_l2_squared
+        if per_partition is None:
+            per_partition = self.per_partition**2
+        return self.max_partitions_per_unit * per_partition
 
 
 def sensitivity_for_partition_bound(bounds: ContributionBounds, per_partition: int) -> Sensitivity:
