@@ -24,12 +24,8 @@ from jobs.registry_commands import add_registry_parser, command_registry
 from jobs.show_commands import add_show_parsers, command_export, command_plan, command_show
 from pipelines.config import ConfigError, config_json_schema, load_release
 from pipelines.errors import RETRY_ADVICE, DprError, ExitCode, Terminated
-from pipelines.release import (
-    MANIFEST,
-    published_versions,
-    unpublished_version_dirs,
-    verify_release,
-)
+from pipelines.release import MANIFEST, published_versions, unpublished_version_dirs
+from pipelines.verification import verify_release
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

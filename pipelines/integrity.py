@@ -37,12 +37,12 @@ from pipelines.release import (
     MANIFEST,
     README,
     Version,
-    check_text_digests,
     published_versions,
     read_manifest,
     text_digests,
     unpublished_version_dirs,
 )
+from pipelines.verification import check_text_digests
 
 log = logging.getLogger("dprelease")
 

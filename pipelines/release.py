@@ -1,4 +1,5 @@
-"""The release directory: staging, atomic publication, reading and verification.
+"""The release directory: staging, atomic publication and reading (``pipelines.verification``
+checks a published version).
 
 Layout: ``<output_root>/<release_name>/vNNNN/{data/part-*.parquet, manifest.json, README.md}``
 (a release of several tables: ``tables/<table>/part-*.parquet`` instead of ``data/``) and
@@ -21,15 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.derivation import unreliable
 from pipelines.errors import PublishError
-from pipelines.manifest import DataFile, TableView, table_views, validate_manifest
-from pipelines.metric_kinds import kind_of
-from pipelines.released import released_name
+from pipelines.manifest import DataFile
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 STAGING = "_staging"
@@ -99,7 +96,7 @@ def discard_staging(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -168,7 +165,7 @@ def check_data_files(data: Path, expected: pa.Schema, directory: str = "data") -
             DataFile(
                 path=f"{directory}/{file.name}",
                 bytes=file.stat().st_size,
-                sha256=_sha256(file),
+                sha256=file_sha256(file),
                 rows=footer.num_rows,
             )
         )
@@ -187,7 +184,7 @@ def write_text_last(staging: Path, manifest: dict[str, Any], readme: str) -> dic
     digests = text_digests(staging)
     listed = dict(digests)
     if (staging / CARD).is_file():
-        listed[CARD] = _sha256(staging / CARD)
+        listed[CARD] = file_sha256(staging / CARD)
     (staging / CHECKSUMS).write_text(
         "".join(f"{digest}  {name}\n" for name, digest in listed.items()), encoding="utf-8"
     )
@@ -197,7 +194,7 @@ def write_text_last(staging: Path, manifest: dict[str, Any], readme: str) -> dic
 def text_digests(version_dir: Path) -> dict[str, str]:
     """SHA-256 of a version's manifest and README (missing files are absent)."""
     return {
-        name: _sha256(version_dir / name)
+        name: file_sha256(version_dir / name)
         for name in (MANIFEST, README)
         if (version_dir / name).is_file()
     }
@@ -272,30 +269,6 @@ def next_version_number(release: Path) -> int:
     return max(numbers) + 1
 
 
-def check_text_digests(version_dir: Path, expected: dict[str, str], source: str) -> list[str]:
-    """Problems where the manifest or README differ from the digests ``source`` records."""
-    if not expected:
-        return [f"{source}: no digests recorded for this version"]
-    actual = text_digests(version_dir)
-    return [
-        f"{name}: missing, or edited since publication (SHA-256 differs from {source})"
-        for name in (MANIFEST, README)
-        if actual.get(name) != expected.get(name)
-    ]
-
-
-def check_card_digest(version_dir: Path) -> list[str]:
-    """Problems where the card differs from the checksum file's record of it (a version
-    published before cards has neither)."""
-    recorded = recorded_digests(version_dir).get(CARD)
-    present = (version_dir / CARD).is_file()
-    if recorded is None:
-        return [f"{CARD}: present but not in {CHECKSUMS}"] if present else []
-    if not present or _sha256(version_dir / CARD) != recorded:
-        return [f"{CARD}: missing, or edited since publication (SHA-256 differs from {CHECKSUMS})"]
-    return []
-
-
 def unpublished_version_dirs(release: Path) -> list[Path]:
     """Version directories without a manifest: only a deletion can make one (a crashed
     publication never renames an incomplete staging directory)."""
@@ -306,122 +279,3 @@ def unpublished_version_dirs(release: Path) -> list[Path]:
         for child in release.iterdir()
         if VERSION_PATTERN.match(child.name) and not (child / MANIFEST).is_file()
     )
-
-
-def verify_release(version_dir: Path) -> list[str]:
-    """Problems found in a published version (empty list: it verifies).
-
-    Checks: the manifest and README match the version's checksum file; the manifest
-    exists and passes the allow-list schema; the data directory holds
-    exactly the listed files with the listed sizes, SHA-256 and row counts; every file has
-    the listed schema; released values sit inside their noise intervals, counts and sums on
-    their grid.
-    """
-    problems: list[str] = []
-    if not (version_dir / MANIFEST).is_file():
-        return [f"{version_dir}: no {MANIFEST}: deleted, or not a published version"]
-    problems.extend(check_text_digests(version_dir, recorded_digests(version_dir), CHECKSUMS))
-    problems.extend(check_card_digest(version_dir))
-    try:
-        manifest = read_manifest(version_dir)
-        validate_manifest(manifest)
-    except Exception as error:
-        problems.append(
-            f"{MANIFEST}: invalid ({type(error).__name__}: {str(error).splitlines()[0]})"
-        )
-        return problems
-    views = table_views(manifest)
-    problems.extend(_unlisted_tables(version_dir, views))
-    for view in views:
-        problems.extend(_verify_table(version_dir, view))
-    return problems
-
-
-def _unlisted_tables(version_dir: Path, views: list[TableView]) -> list[str]:
-    """Table directories present in the version but absent from its manifest."""
-    listed = {v.directory for v in views}
-    present = {"data"} if (version_dir / "data").is_dir() else set()
-    if (version_dir / "tables").is_dir():
-        present |= {f"tables/{p.name}" for p in (version_dir / "tables").iterdir()}
-    return [
-        f"{extra}: present but not listed in the manifest" for extra in sorted(present - listed)
-    ]
-
-
-def _verify_table(version_dir: Path, view: TableView) -> list[str]:
-    """Problems of one table's files: listing, digests, rows, schema and values."""
-    problems: list[str] = []
-    manifest, directory = view.manifest, view.directory
-    listed = {f["path"]: f for f in manifest["data"]["files"]}
-    folder = version_dir / directory
-    present = (
-        {f"{directory}/{p.name}" for p in folder.glob("*") if p.is_file()}
-        if folder.is_dir()
-        else set()
-    )
-    for missing in sorted(set(listed) - present):
-        problems.append(f"{missing}: listed in the manifest but missing")
-    for extra in sorted(present - set(listed)):
-        problems.append(f"{extra}: present but not listed in the manifest")
-    schema = [(c["name"], c["type"]) for c in manifest["data"]["schema"]]
-    total = 0
-    for path, entry in sorted(listed.items()):
-        file = version_dir / path
-        if not file.is_file():
-            continue
-        if file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
-            problems.append(f"{path}: size or SHA-256 differs from the manifest")
-            continue
-        table = pq.read_table(file)
-        total += table.num_rows
-        if table.num_rows != entry["rows"]:
-            problems.append(f"{path}: {table.num_rows} rows, manifest says {entry['rows']}")
-        if [(f.name, str(f.type)) for f in table.schema] != schema:
-            problems.append(f"{path}: schema differs from the manifest")
-            continue
-        problems.extend(f"{path}: {p}" for p in check_values(table, manifest))
-    if total != manifest["data"]["row_count"]:
-        problems.append(
-            f"{directory}: {total} rows in files, manifest says {manifest['data']['row_count']}"
-        )
-    return problems
-
-
-def check_values(table: pa.Table, manifest: dict[str, Any]) -> list[str]:
-    """Value-level checks of released data against its manifest."""
-    problems = []
-    for column in manifest["columns"]:
-        name = column["name"]
-        value = table.column(name).to_numpy(zero_copy_only=False)
-        low = table.column(released_name(name, "ci_low")).to_numpy(zero_copy_only=False)
-        high = table.column(released_name(name, "ci_high")).to_numpy(zero_copy_only=False)
-        if not (low <= value).all() or not (value <= high).all():
-            problems.append(f"{name}: a value lies outside its confidence interval")
-        grid = column.get("grid", 1.0)
-        kind = kind_of(column["metric"])
-        if kind.integer_valued or kind.on_grid:
-            units = value / grid
-            if not (units == units.round()).all():
-                problems.append(f"{name}: a value is not a multiple of the grid {grid}")
-        for array in (value, low, high):
-            if array.dtype.kind == "f" and not (abs(array) < float("inf")).all():
-                problems.append(f"{name}: a value is not finite")
-                break
-        problems.extend(_flag_problems(table, column, value, low, high))
-    return problems
-
-
-def _flag_problems(
-    table: pa.Table, column: dict[str, Any], value: Any, low: Any, high: Any
-) -> list[str]:
-    """A reliability flag that is missing, null or disagrees with the manifest's rule."""
-    reliability = column.get("reliability")
-    if reliability is None:
-        return []
-    flag = reliability["column"]
-    if flag not in table.column_names or table.column(flag).null_count:
-        return [f"{flag}: missing or null reliability flag"]
-    stated = np.asarray(table.column(flag).to_numpy(zero_copy_only=False), dtype=bool)
-    if (stated != unreliable(value, low, high, float(reliability["share"]))).any():
-        return [f"{flag}: a flag disagrees with its rule ({reliability['rule']})"]
-    return []

@@ -20,7 +20,8 @@ from pyspark.sql import SparkSession
 from pipelines.config import config_from_mapping
 from pipelines.display import format_interval
 from pipelines.job import run_release
-from pipelines.release import read_manifest, verify_release
+from pipelines.release import read_manifest
+from pipelines.verification import verify_release
 from tests.doubles import CertainKeysOnly
 from tests.support import EVENTS, audit_config
 

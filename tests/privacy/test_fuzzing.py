@@ -35,7 +35,8 @@ from pyspark.sql import SparkSession
 from jobs.cli import exit_code_for
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
-from pipelines.release import read_manifest, verify_release
+from pipelines.release import read_manifest
+from pipelines.verification import verify_release
 from tests.privacy.neighbours import off_grid_columns
 from tests.support import audit_config
 

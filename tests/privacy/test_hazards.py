@@ -45,13 +45,8 @@ from pipelines.config import config_from_mapping
 from pipelines.job import run_release
 from pipelines.ledger import SqliteLedger
 from pipelines.plan import ReleasePlan
-from pipelines.release import (
-    MANIFEST,
-    VERSION_PATTERN,
-    published_versions,
-    read_manifest,
-    verify_release,
-)
+from pipelines.release import MANIFEST, VERSION_PATTERN, published_versions, read_manifest
+from pipelines.verification import verify_release
 from tests.doubles import ZeroNoise
 from tests.privacy.broken import use_variant
 from tests.privacy.neighbours import EVENTS

@@ -20,7 +20,8 @@ from pyspark.sql import SparkSession
 from dp_ops.selection_rules import TruncatedGeometricSelection
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
-from pipelines.release import read_manifest, verify_release
+from pipelines.release import read_manifest
+from pipelines.verification import verify_release
 from tests.privacy.auditing import AuditReport, audit
 from tests.privacy.broken import use_variant
 from tests.privacy.neighbours import Design, off_grid_columns, statistics, write_neighbours

@@ -27,12 +27,8 @@ from pipelines.config import config_from_mapping
 from pipelines.errors import ExitCode
 from pipelines.job import run_release
 from pipelines.ledger import SqliteLedger
-from pipelines.release import (
-    VERSION_PATTERN,
-    published_versions,
-    read_manifest,
-    verify_release,
-)
+from pipelines.release import VERSION_PATTERN, published_versions, read_manifest
+from pipelines.verification import verify_release
 from tests.support import EVENTS, raw_job_config, write_rows
 
 CANARY = "ZQXCANARY31337"

@@ -18,7 +18,8 @@ from pipelines.errors import OutputContractError
 from pipelines.job import run_release
 from pipelines.noising import release_schema
 from pipelines.plan import build_plan
-from pipelines.release import check_values, read_manifest, verify_release
+from pipelines.release import read_manifest
+from pipelines.verification import check_values, verify_release
 from tests.support import job_config, raw_job_config, released_row, staged_rows
 
 KEYS = [f"k{i}" for i in range(300)]

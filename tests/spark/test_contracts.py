@@ -35,7 +35,8 @@ from pipelines.errors import ExitCode, InputContractError, OutputContractError
 from pipelines.job import run_release
 from pipelines.noising import release_schema
 from pipelines.plan import build_plan
-from pipelines.release import published_versions, read_manifest, verify_release
+from pipelines.release import published_versions, read_manifest
+from pipelines.verification import verify_release
 from tests.doubles import ZeroNoise
 from tests.support import job_config, released_row, staged_rows, write_rows
 

@@ -21,7 +21,8 @@ from pyspark.sql import SparkSession
 from jobs.cli import main
 from pipelines.errors import ExitCode
 from pipelines.ledger import SqliteLedger
-from pipelines.release import VERSION_PATTERN, published_versions, read_manifest, verify_release
+from pipelines.release import VERSION_PATTERN, published_versions, read_manifest
+from pipelines.verification import verify_release
 from tests.support import raw_job_config
 
 REPO = Path(__file__).resolve().parents[2]

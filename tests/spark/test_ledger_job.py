@@ -15,7 +15,8 @@ from jobs.cli import main
 from pipelines.config import config_from_mapping
 from pipelines.errors import ExitCode
 from pipelines.ledger import SqliteLedger, parse_entries
-from pipelines.release import published_versions, read_manifest, verify_release
+from pipelines.release import published_versions, read_manifest
+from pipelines.verification import verify_release
 from tests.support import raw_job_config
 
 

@@ -20,8 +20,9 @@ from pipelines.config import ReleaseSpec, release_from_mapping
 from pipelines.integrity import open_ledger
 from pipelines.job import run_release
 from pipelines.manifest import table_views
-from pipelines.release import published_versions, read_manifest, verify_release
+from pipelines.release import published_versions, read_manifest
 from pipelines.release_plan import build_release_plans
+from pipelines.verification import verify_release
 from tests.doubles import ZeroNoise
 from tests.support import HUGE_LIFETIME, write_rows
 

@@ -18,7 +18,8 @@ from dp_ops.noise import NoiseDistribution
 from pipelines.errors import InputContractError
 from pipelines.job import run_release
 from pipelines.manifest import manifest_schema, validate_manifest
-from pipelines.release import published_versions, read_manifest, verify_release
+from pipelines.release import published_versions, read_manifest
+from pipelines.verification import verify_release
 from tests.doubles import ZeroNoise
 from tests.support import job_config
 
