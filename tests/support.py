@@ -33,8 +33,8 @@ EVENTS_JOB: Mapping[str, Any] = {
         {"metric": "sum", "column": "value", "lower": 0.0, "upper": 10.0},
         {"metric": "mean", "column": "value", "lower": 0.0, "upper": 10.0},
     ],
-    # Pinned: the suites written for a sum's own noise keep it; shared parts (the
-    # default) have their own tests (tests/unit/test_shared_parts.py and the Spark suite).
+    # Pinned (also the default): the suites written for a sum's own noise keep it; shared
+    # parts have their own tests (tests/unit/test_shared_parts.py and the Spark suite).
     "budget": {"epsilon": 1.0, "delta": 1e-6, "share_parts": False},
     "ledger": {"dataset": "events", "lifetime_budget": {"epsilon": 1000.0, "delta": 1e-3}},
     # Pinned: the suites written for one rule keep it; the default (auto) has its own tests.

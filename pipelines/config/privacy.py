@@ -132,11 +132,12 @@ class BudgetConfig(_Frozen):
         ),
     )
     share_parts: bool = Field(
-        default=True,
+        default=False,
         description=(
-            "A sum whose column and bounds equal a mean's or variance's is derived from that "
-            "metric's noisy normalised sum and count (no noise of its own); its weight is "
-            "spent by that metric's parts. false: the sum draws its own noise."
+            "true: a sum whose column and bounds equal a mean's or variance's is derived from "
+            "that metric's noisy normalised sum and count (no noise of its own; its weight is "
+            "spent by that metric's parts), counting Linf times a cell's mean where a "
+            "separate sum clamps the cell's total. Default false: the sum draws its own noise."
         ),
     )
 
