@@ -30,7 +30,13 @@ from pipelines.plan_limits import (
     check_exact_arithmetic,
     check_rounding,
 )
-from pipelines.plan_metrics import NoisyAggregate, calibrate_metric, reused_count
+from pipelines.plan_metrics import (
+    NoisyAggregate,
+    TreePlan,
+    calibrate_metric,
+    calibrate_tree,
+    reused_count,
+)
 from pipelines.plan_selection import PublicPartitions, Selection, SelectionChoice, plan_selection
 from pipelines.released import ReleasedColumn, released_columns
 
@@ -45,6 +51,7 @@ __all__ = [
     "ReleaseColumns",
     "ReleaseFacts",
     "ReleasePlan",
+    "TreePlan",
     "build_plan",
     "check_exact_arithmetic",
 ]
@@ -60,6 +67,7 @@ class OutputMetric:
     #: Mechanism name of each part, by role ("value", "count", "squares").
     sources: tuple[tuple[Role, str], ...]
     budget_share: float
+    tree: TreePlan | None = None  # a tree kind's noisy tree (docs/privacy.md §4b)
 
     def source(self, role: Role) -> str:
         """The mechanism name of this metric's part ``role``."""
@@ -124,6 +132,11 @@ class ReleasePlan:
         raise KeyError(name)
 
     @property
+    def trees(self) -> tuple[OutputMetric, ...]:
+        """The outputs released through a noisy quantile tree (``tree`` set)."""
+        return tuple(o for o in self.outputs if o.tree is not None)
+
+    @property
     def encodings(self) -> dict[str, Encoding]:
         """Encodings by output metric name (measured metrics only)."""
         return {o.name: o.encoding for o in self.outputs if o.encoding is not None}
@@ -159,11 +172,12 @@ def _metrics(
     aggregates: list[NoisyAggregate] = []
     outputs: list[OutputMetric] = []
     for index, (metric, kind) in enumerate(zip(config.metrics, kinds, strict=True)):
-        calibrated = (
-            reused_count(metric.output_name, choice.rule, bounds, alpha)
-            if metric.output_name == choice.reuses and isinstance(choice.rule, ThresholdRule)
-            else calibrate_metric(index, metric, kind, bounds, split, alpha, count_name)
-        )
+        if metric.output_name == choice.reuses and isinstance(choice.rule, ThresholdRule):
+            calibrated = reused_count(metric.output_name, choice.rule, bounds, alpha)
+        elif kind.tree:
+            calibrated = calibrate_tree(index, metric, bounds, split, alpha)
+        else:
+            calibrated = calibrate_metric(index, metric, kind, bounds, split, alpha, count_name)
         aggregates.extend(calibrated.aggregates)
         outputs.append(
             OutputMetric(
@@ -172,6 +186,7 @@ def _metrics(
                 calibrated.encoding,
                 calibrated.sources,
                 float(split.shares[metric.output_name]),
+                calibrated.tree,
             )
         )
     return aggregates, outputs
@@ -208,7 +223,8 @@ def build_plan(config: JobConfig) -> ReleasePlan:
     if choice.reuses is not None:
         split = split_budget(config, choice.reuses)  # the count's share is the rule's
     aggregates, outputs = _metrics(config, bounds, split, alpha, choice)
-    composition = split.compose(choice.rule, aggregates)
+    trees = [o.tree.nodes for o in outputs if o.tree is not None]
+    composition = split.compose(choice.rule, [*aggregates, *trees])
     post = config.post_processing
     plan = ReleasePlan(
         columns=ReleaseColumns(
@@ -228,7 +244,9 @@ def build_plan(config: JobConfig) -> ReleasePlan:
         aggregates=tuple(aggregates),
         outputs=tuple(outputs),
         released=released_columns(
-            [(o.name, o.kind) for o in outputs], flagged=post.reliability_share is not None
+            [(o.name, o.kind) for o in outputs],
+            flagged=post.reliability_share is not None,
+            ranks={o.name: o.tree.ranks for o in outputs if o.tree is not None},
         ),
         split=split,
         composition=composition,
