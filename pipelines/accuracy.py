@@ -77,8 +77,8 @@ def with_budget(config: JobConfig, epsilon: float, weights: Mapping[str, float])
 
 
 def planned(kind: MetricKind) -> bool:
-    """True when accuracy planning covers the kind (counts, sums and means)."""
-    return all(part.role in _PLANNED_ROLES for part in kind.parts)
+    """True when accuracy planning covers the kind (counts, sums and means; not trees)."""
+    return not kind.tree and all(part.role in _PLANNED_ROLES for part in kind.parts)
 
 
 def _settings(config: JobConfig) -> AccuracyConfig:

@@ -124,6 +124,28 @@ def _steps(output: OutputMetric, post: PostProcessing, rules: RowRules) -> list[
     return steps
 
 
+def _measured(output: OutputMetric) -> dict[str, Any]:
+    """The measured column, its bounds and grid (a tree's grid: its leaf width), or {}."""
+    if output.tree is not None:
+        shape = output.tree.shape
+        width = (shape.upper - shape.lower) / shape.leaves
+        return {
+            "column": output.tree.column,
+            "lower": shape.lower,
+            "upper": shape.upper,
+            "grid": width,
+        }
+    if output.encoding is not None:
+        encoding = output.encoding
+        return {
+            "column": encoding.column,
+            "lower": encoding.lower,
+            "upper": encoding.upper,
+            "grid": encoding.grid.step,
+        }
+    return {}
+
+
 def _columns(plan: ReleasePlan) -> list[dict[str, Any]]:
     """One entry per released column group (value, std, ci_low, ci_high)."""
     out = []
@@ -140,20 +162,13 @@ def _columns(plan: ReleasePlan) -> list[dict[str, Any]]:
             "confidence_interval": INTERVALS,
         }
         share = plan.post.reliability_share
-        if share is not None:
+        if share is not None and not output.kind.tree:
             entry["reliability"] = {
                 "column": released_name(output.name, FLAG),
                 "share": share,
                 "rule": RELIABILITY_RULE,
             }
-        if output.encoding is not None:
-            entry |= {
-                "column": output.encoding.column,
-                "lower": output.encoding.lower,
-                "upper": output.encoding.upper,
-                "grid": output.encoding.grid.step,
-            }
-        out.append(entry)
+        out.append(entry | _measured(output))
     return out
 
 
@@ -179,15 +194,11 @@ def _contribution_bounds(plan: ReleasePlan) -> dict[str, Any]:
         "max_partitions_per_unit": plan.bounds.max_partitions_per_unit,
         "max_rows_per_unit_per_partition": plan.bounds.max_rows_per_unit_per_partition,
         "value_bounds": [
-            {
-                "metric": o.name,
-                "column": o.encoding.column,
-                "lower": o.encoding.lower,
-                "upper": o.encoding.upper,
-                "source": "config",
-            }
+            {"metric": o.name}
+            | {k: v for k, v in _measured(o).items() if k != "grid"}
+            | {"source": "config"}
             for o in plan.outputs
-            if o.encoding is not None
+            if _measured(o)
         ],
         "invalid_values": dict(plan.facts.invalid_values),
         "sampling": SAMPLING,

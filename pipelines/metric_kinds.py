@@ -8,12 +8,18 @@ integer term each part sums, how its values are derived from the noisy parts
 in the manifest and README. Plan, aggregation, noising, contracts, manifest and release
 read these records; none of them tests a metric's name. Adding a metric kind is one new
 record here (and its tests). Sensitivities: docs/privacy.md §4.
+
+A tree kind (``tree=True``, ``quantiles``) has no parts: it is released through a noisy
+quantile tree over the public grid on [lower, upper] (``dp_ops.quantile_tree``, docs/privacy.md
+§4b), one per partition, calibrated from the metric's one budget share; its ``derive`` is
+never called (the tree's descent derives its values).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 from pipelines.derivation import (
     Derive,
@@ -25,6 +31,7 @@ from pipelines.derivation import (
     derive_variance,
     variance_ceiling,
 )
+from pipelines.released import RANK_STATISTICS, SUFFIXES, Statistic
 
 # Aggregated-table columns (one row per partition) shared by every metric.
 UNITS = "units"
@@ -126,6 +133,16 @@ def _equal(lower: float, upper: float) -> str | None:
     return None
 
 
+def _equal_tree(lower: float, upper: float) -> str | None:
+    if lower == upper:
+        return "'lower' must be smaller than 'upper' for quantiles (the tree's grid spans them)"
+    return None
+
+
+def _derived_by_tree(parts: object, encoding: object, post: object, size: int) -> NoReturn:
+    raise AssertionError("a tree kind's values are derived by its noisy tree, not from parts")
+
+
 @dataclass(frozen=True)
 class Measure:
     """How a measured metric kind picks its grid (all from public bounds and budget)."""
@@ -169,6 +186,13 @@ class MetricKind:
     derivable_sum: bool = False
     #: Its true value is the partition's unit count, which a threshold rule selects on.
     selection_count: bool = False
+    #: Released through a noisy quantile tree (no parts; ``ranks`` configured).
+    tree: bool = False
+
+    @property
+    def statistics(self) -> tuple[Statistic, ...]:
+        """The statistics released per value (per rank for a tree kind)."""
+        return RANK_STATISTICS if self.tree else tuple(SUFFIXES)
 
     @property
     def measured(self) -> bool:
@@ -234,8 +258,23 @@ VARIANCE = replace(
     steps=("from noisy normalized sums of values and squares, clamped to >= 0",),
 )
 
+QUANTILES = MetricKind(
+    "quantiles",
+    (),
+    _derived_by_tree,
+    measure=Measure(_half_range, _range, _one_point, _equal_tree),
+    released_range=_inside_bounds,
+    steps=(
+        "node counts made non-negative and consistent; quantiles monotone in rank, "
+        "inside [lower, upper]",
+    ),
+    tree=True,
+)
+
 #: Every metric kind by its config name (``metrics[].metric``).
-KINDS: dict[str, MetricKind] = {k.name: k for k in (PRIVACY_ID_COUNT, COUNT, SUM, MEAN, VARIANCE)}
+KINDS: dict[str, MetricKind] = {
+    k.name: k for k in (PRIVACY_ID_COUNT, COUNT, SUM, MEAN, VARIANCE, QUANTILES)
+}
 
 
 def kind_of(name: str) -> MetricKind:

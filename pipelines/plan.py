@@ -35,7 +35,9 @@ from pipelines.plan_metrics import (
     CalibratedMetric,
     NoisyAggregate,
     SharedSum,
+    TreePlan,
     calibrate_metric,
+    calibrate_tree,
     reused_count,
     shared_sum,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "ReleaseColumns",
     "ReleaseFacts",
     "ReleasePlan",
+    "TreePlan",
     "build_plan",
     "check_exact_arithmetic",
 ]
@@ -71,6 +74,7 @@ class OutputMetric:
     #: A sum derived from another metric's parts (its ``sources`` name them; it has no
     #: aggregate or noise of its own, and its encoding is on half the lender's grid).
     shared: SharedSum | None = None
+    tree: TreePlan | None = None  # a tree kind's noisy tree (docs/privacy.md §4b)
 
     def source(self, role: Role) -> str:
         """The mechanism name of this metric's part ``role``."""
@@ -146,6 +150,11 @@ class ReleasePlan:
         raise KeyError(name)
 
     @property
+    def trees(self) -> tuple[OutputMetric, ...]:
+        """The outputs released through a noisy quantile tree (``tree`` set)."""
+        return tuple(o for o in self.outputs if o.tree is not None)
+
+    @property
     def encodings(self) -> dict[str, Encoding]:
         """Encodings by output metric name (measured metrics only)."""
         return {o.name: o.encoding for o in self.outputs if o.aggregates_column and o.encoding}
@@ -191,7 +200,12 @@ def _calibrated(
         share = split.shares[name] + sum(
             (split.shares[s] for s, lender in lent.items() if lender == name), Fraction(0)
         )
-        out[name] = calibrate_metric(index, metric, kind, bounds, split, alpha, count_name, share)
+        if kind.tree:
+            out[name] = calibrate_tree(index, metric, bounds, split, alpha, share)
+        else:
+            out[name] = calibrate_metric(
+                index, metric, kind, bounds, split, alpha, count_name, share
+            )
     return out
 
 
@@ -225,7 +239,7 @@ def _metrics(
             split.shares[name]
             + sum((split.shares[s] for s, lender in lent.items() if lender == name), Fraction(0))
         )
-        outputs.append(OutputMetric(name, kind, own.encoding, own.sources, share))
+        outputs.append(OutputMetric(name, kind, own.encoding, own.sources, share, tree=own.tree))
     return aggregates, outputs
 
 
@@ -260,7 +274,8 @@ def build_plan(config: JobConfig) -> ReleasePlan:
     if choice.reuses is not None:
         split = split_budget(config, choice.reuses)  # the count's share is the rule's
     aggregates, outputs = _metrics(config, bounds, split, alpha, choice)
-    composition = split.compose(choice.rule, aggregates)
+    trees = [o.tree.nodes for o in outputs if o.tree is not None]
+    composition = split.compose(choice.rule, [*aggregates, *trees])
     post = config.post_processing
     plan = ReleasePlan(
         columns=ReleaseColumns(
@@ -280,7 +295,9 @@ def build_plan(config: JobConfig) -> ReleasePlan:
         aggregates=tuple(aggregates),
         outputs=tuple(outputs),
         released=released_columns(
-            [(o.name, o.kind) for o in outputs], flagged=post.reliability_share is not None
+            [(o.name, o.kind) for o in outputs],
+            flagged=post.reliability_share is not None,
+            ranks={o.name: o.tree.ranks for o in outputs if o.tree is not None},
         ),
         split=split,
         composition=composition,

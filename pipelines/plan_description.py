@@ -12,7 +12,8 @@ from dp_ops.accounting import GroupPrivacy
 from dp_ops.grid import Grid, count_grid
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from dp_ops.selection_rules import ThresholdRule
-from pipelines.plan import NoisyAggregate, OutputMetric, PublicPartitions, ReleasePlan
+from pipelines.plan import NoisyAggregate, OutputMetric, PublicPartitions, ReleasePlan, TreePlan
+from pipelines.plan_metrics import RANK_ERROR_PARTITION_SIZE
 from pipelines.plan_selection import Selection
 
 PLAN_UNIT_COUNTS = (1, 2, 5, 10, 20, 50, 100)
@@ -107,6 +108,35 @@ def shared_sum_entry(output: OutputMetric) -> dict[str, object]:
     }
 
 
+def _tree_mechanism(tree: TreePlan) -> dict[str, object]:
+    """A quantile tree as a mechanism: node-count noise in counts (grid 1), its public
+    shape and the expected rank error at RANK_ERROR_PARTITION_SIZE values (§4b)."""
+    shape, nodes = tree.shape, tree.nodes
+    return {
+        "name": nodes.name,
+        "noise": noise_params(nodes.noise),
+        "grid": 1.0,
+        "l1_sensitivity": float(nodes.sensitivity.l1),
+        "l2_sensitivity": nodes.sensitivity.l2,
+        "per_partition_sensitivity": nodes.sensitivity.per_partition,
+        "std": nodes.noise.std(),
+        "ci_half_width": float(nodes.ci_half_width),
+        "spend": nodes.spend.to_dict(),
+        "tree": {
+            "column": tree.column,
+            "lower": shape.lower,
+            "upper": shape.upper,
+            "height": shape.height,
+            "branching": shape.branching,
+            "leaves": shape.leaves,
+            "leaf_width": (shape.upper - shape.lower) / shape.leaves,
+            "ranks": list(tree.ranks),
+            "expected_rank_error": tree.expected_rank_error,
+            "rank_error_partition_size": RANK_ERROR_PARTITION_SIZE,
+        },
+    }
+
+
 def _public_key_count(selection: Selection) -> dict[str, object]:
     """How many public keys the release lists, as far as the config alone tells."""
     if not isinstance(selection, PublicPartitions) or selection.generated_keys is None:
@@ -150,7 +180,8 @@ def describe_plan(plan: ReleasePlan) -> dict[str, object]:
             plan.selection, plan.selection_reuses, plan.selection_reason
         )
         | _public_key_count(plan.selection),
-        "mechanisms": [_mechanism(plan, a) for a in plan.aggregates],
+        "mechanisms": [_mechanism(plan, a) for a in plan.aggregates]
+        + [_tree_mechanism(o.tree) for o in plan.trees if o.tree is not None],
         "shared_parts": {o.name: shared_sum_entry(o) for o in plan.outputs if o.shared},
         "confidence_level": plan.confidence_level,
         "totals": {

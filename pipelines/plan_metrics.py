@@ -3,7 +3,10 @@
 Invariant: every sensitivity is ``sensitivity_for_partition_bound`` of a part's
 per-partition bound (``pipelines.metric_kinds``), which follows from the contribution
 bounds and the value bounds alone; every noise scale is calibrated from the metric's
-budget share, split evenly over the parts it spends on (docs/privacy.md §4, §5).
+budget share, split evenly over the parts it spends on (docs/privacy.md §4, §5). A tree
+kind (quantiles) spends its whole share on one noisy quantile tree: its node counts have
+``tree_sensitivity`` (L1 = L0·Linf·height), all its ranks are read from the one tree
+(docs/privacy.md §4b).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dp_ops.calibration import (
 )
 from dp_ops.grid import MAX_ABS_UNITS, Grid, choose_grid
 from dp_ops.noise import DiscreteLaplace, LinearNoise, NoiseDistribution
+from dp_ops.quantile_tree import TreeShape, expected_rank_error, tree_sensitivity
 from dp_ops.selection_rules import ThresholdRule
 from pipelines.budget_split import BudgetSplit
 from pipelines.config import ConfigError, MetricConfig
@@ -42,6 +46,26 @@ class NoisyAggregate:
     ci_half_width: int  # grid units, at the plan's confidence level
 
 
+#: The partition size (values) at which the plan states a tree's expected rank error.
+RANK_ERROR_PARTITION_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class TreePlan:
+    """One quantile metric's noisy tree: its public shape, ranks and node-count noise.
+
+    ``nodes`` is the noise of every node count (one mechanism named after the metric, not in
+    the plan's ``aggregates``: no aggregated column receives it); ``expected_rank_error`` is
+    the expected |released rank - true rank| at RANK_ERROR_PARTITION_SIZE values.
+    """
+
+    column: str
+    shape: TreeShape
+    ranks: tuple[float, ...]
+    nodes: NoisyAggregate
+    expected_rank_error: float
+
+
 @dataclass(frozen=True)
 class CalibratedMetric:
     """One metric's own noisy aggregates, its encoding, and its parts' mechanism names."""
@@ -49,6 +73,7 @@ class CalibratedMetric:
     aggregates: tuple[NoisyAggregate, ...]
     encoding: Encoding | None
     sources: tuple[tuple[Role, str], ...]  # (role, mechanism name)
+    tree: TreePlan | None = None  # a tree kind's noisy tree (then no aggregates)
 
 
 def _spend(name: str, noise: NoiseDistribution, sensitivity: Sensitivity) -> MechanismSpend:
@@ -204,6 +229,31 @@ def calibrate_metric(
         )
         sources.append((part.role, mechanism))
     return CalibratedMetric(tuple(aggregates), encoding, tuple(sources))
+
+
+def calibrate_tree(
+    index: int,
+    metric: MetricConfig,
+    bounds: ContributionBounds,
+    split: BudgetSplit,
+    alpha: float,
+    share: Fraction,
+) -> CalibratedMetric:
+    """Calibrate quantile metric ``index``: its whole ``share`` on one tree's node counts."""
+    assert metric.column is not None and metric.lower is not None and metric.upper is not None
+    assert metric.ranks is not None
+    name = metric.output_name
+    shape = TreeShape(metric.lower, metric.upper)
+    sensitivity = tree_sensitivity(
+        bounds.max_partitions_per_unit, bounds.max_rows_per_unit_per_partition, shape.height
+    )
+    eps, rho = split.share_budget(share, name)
+    nodes = _calibrate(
+        name, metric.column, sensitivity, (split.noise, eps, rho, alpha), (index, name)
+    )
+    error = expected_rank_error(shape, nodes.noise, RANK_ERROR_PARTITION_SIZE)
+    tree = TreePlan(metric.column, shape, tuple(metric.ranks), nodes, error)
+    return CalibratedMetric((), None, (("value", name),), tree)
 
 
 def reused_count(

@@ -30,7 +30,7 @@ from pipelines.config.sections import (
     ReleaseConfig,
 )
 from pipelines.config.weights import default_weights, shared_sums
-from pipelines.released import FLAG, released_name, released_names
+from pipelines.released import metric_column_names
 
 
 class JobConfig(_Frozen):
@@ -78,11 +78,13 @@ class JobConfig(_Frozen):
             raise ValueError(f"metrics: output names must be distinct, repeated: {duplicates}")
         if self.privacy_unit.column in self.partition_columns:
             raise ValueError("privacy_unit.column must not be a partition column")
-        clash = set(self.partition_columns) & {
-            column for n in names for column in (*released_names(n), released_name(n, FLAG))
-        }
+        columns = [c for m in self.metrics for c in metric_column_names(m.output_name, m.ranks)]
+        clash = set(self.partition_columns) & set(columns)
         if clash:
             raise ValueError(f"partition columns clash with output columns: {sorted(clash)}")
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"metrics: released column names must be distinct: {repeated}")
         keys = self.partition_selection.public_keys
         if keys is not None:
             check_key_columns(keys.values, keys.has_file, self.partition_columns)

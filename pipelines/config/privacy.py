@@ -12,7 +12,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pipelines.config.fields import ConfigPath, _Frozen
 from pipelines.config.limits import (
@@ -66,14 +66,20 @@ class ContributionBoundsConfig(_Frozen):
     ] = Field(gt=0, description="Linf: rows per unit and partition (1 to 1,000,000).")
 
 
-MetricName = Literal["count", "privacy_id_count", "sum", "mean", "variance"]
+MetricName = Literal["count", "privacy_id_count", "sum", "mean", "variance", "quantiles"]
+#: Most ranks one quantiles metric releases (all share its one budget share).
+MAX_RANKS = 10
 
 
 class MetricConfig(_Frozen):
     """One released statistic per partition."""
 
-    metric: MetricName = Field(description="count, privacy_id_count, sum, mean or variance.")
-    column: str | None = Field(default=None, description="Measured column (sum, mean, variance).")
+    metric: MetricName = Field(
+        description="count, privacy_id_count, sum, mean, variance or quantiles."
+    )
+    column: str | None = Field(
+        default=None, description="Measured column (sum, mean, variance, quantiles)."
+    )
     lower: Number | None = Field(
         default=None, description="Lower value bound (values are clamped)."
     )
@@ -83,6 +89,39 @@ class MetricConfig(_Frozen):
     name: str | None = Field(
         default=None, description="Output column name; default metric[_column]."
     )
+    ranks: list[Number] | None = Field(
+        default=None,
+        validate_default=True,
+        description=(
+            "quantiles only (required): ranks strictly between 0 and 1, distinct, at most 10; "
+            "each releases <name>_p<percent> (0.5: _p50, 0.995: _p99_5) with _ci_low, _ci_high."
+        ),
+    )
+
+    @field_validator("ranks")
+    @classmethod
+    def _ranks_match_metric(
+        cls, value: list[float] | None, info: ValidationInfo
+    ) -> list[float] | None:
+        """Invariant: ranks are given exactly for a tree kind, each in (0, 1), distinct, at
+        most MAX_RANKS (the error names ``metrics[i].ranks``)."""
+        metric = info.data.get("metric")
+        if metric is None:
+            return value  # the metric itself is invalid and reported
+        if not kind_of(metric).tree:
+            if value is not None:
+                raise ValueError(f"metric '{metric}' takes no 'ranks' (only quantiles does)")
+            return value
+        if value is None:
+            raise ValueError("metric 'quantiles' needs 'ranks', for example [0.5]")
+        if not 1 <= len(value) <= MAX_RANKS:
+            raise ValueError(f"give 1 to {MAX_RANKS} ranks (MAX_RANKS), not {len(value)}")
+        outside = [r for r in value if not (math.isfinite(r) and 0 < r < 1)]
+        if outside:
+            raise ValueError(f"each rank must be strictly between 0 and 1: {outside}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"ranks must be distinct: {value}")
+        return value
 
     @model_validator(mode="after")
     def _bounds_match_metric(self) -> MetricConfig:

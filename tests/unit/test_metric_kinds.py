@@ -32,6 +32,8 @@ def test_every_part_of_every_kind_gets_its_sensitivity_from_the_bounds(name: str
     metric: dict[str, object] = {"metric": name}
     if kind.measured:
         metric |= {"column": "value", "lower": -2.0, "upper": 6.0}
+    if kind.tree:
+        metric["ranks"] = [0.5]
     plan = build_plan(config_from_mapping(_raw([metric])))
     (output,) = plan.outputs
     l0 = plan.bounds.max_partitions_per_unit
