@@ -10,6 +10,9 @@ that unit's own rows only, and the sample of a function of them and the per-run 
 
 No sort of row-grain data: rows are shuffled once, by unit, and reduced to cells by a hash
 aggregate; the L0 sample ranks cells (cell grain) within each unit's Spark partition.
+Only when the plan has a quantile tree are rows sorted, inside each unit's Spark partition
+(no extra shuffle): each cell keeps the leaves of its Linf rows of smallest keyed hash of
+(salt, unit, key, leaf, row content), DP_REFERENCE's step 4 (docs/privacy.md §4b).
 Every per-cell sum is an exact integer: a sum of non-negative long terms by ``try_sum``,
 so no overflow can raise, whatever order Spark adds the rows in; a cell of at most Linf
 rows never leaves the long range (``check_exact_arithmetic``), and a larger cell whose sum
@@ -28,6 +31,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from dp_ops.quantile_tree import TreeShape
 from pipelines.derivation import Encoding
 from pipelines.metric_kinds import ROWS
 from pipelines.plan import ReleasePlan
@@ -37,6 +41,8 @@ UNIT = "__unit"
 CELL_ROWS = "__cell_rows"  # n: the cell's row count before bounding
 CELL_HASH = "__cell_hash"
 CELL_RANK = "__cell_rank"
+ROW_CONTENT = "__row_content"  # unsalted digest of a row's hashable columns (trees only)
+ROW_RANK = "__row_rank"  # a row's rank in its cell by keyed hash (trees only)
 EXACT = T.DecimalType(38, 0)
 LONG_LIMIT = 2**63 - 1
 
@@ -85,8 +91,58 @@ def encode_value(name: str, encoding: Encoding) -> Column:
     return F.bround(clamped / F.lit(encoding.grid.step), 0).cast(T.LongType())
 
 
+def leaf_column(metric_name: str) -> str:
+    """Name of a tree metric's row-grain leaf column (``encode_leaf``)."""
+    return f"__leaf__{metric_name}"
+
+
+def leaves_column(metric_name: str) -> str:
+    """Name of a tree metric's cell-grain array of kept leaves (at most Linf)."""
+    return f"__leaves__{metric_name}"
+
+
+def encode_leaf(name: str, shape: TreeShape) -> Column:
+    """The leaf of a value: clip(floor((clamp(x) − lower)·leaf_scale), 0, leaves − 1).
+
+    The same double arithmetic as ``TreeShape.leaf_of`` (tested against it), as an int.
+    """
+    value = column(name).cast(T.DoubleType())
+    clamped = F.least(F.greatest(value, F.lit(shape.lower)), F.lit(shape.upper))
+    raw = F.floor((clamped - F.lit(shape.lower)) * F.lit(shape.leaf_scale))
+    return F.least(F.greatest(raw, F.lit(0)), F.lit(shape.leaves - 1)).cast(T.IntegerType())
+
+
+def _hashable(data_type: T.DataType) -> bool:
+    """Spark's xxhash64 takes any type but maps (also nested in arrays and structs)."""
+    if isinstance(data_type, T.MapType):
+        return False
+    if isinstance(data_type, T.ArrayType):
+        return _hashable(data_type.elementType)
+    if isinstance(data_type, T.StructType):
+        return all(_hashable(f.dataType) for f in data_type.fields)
+    return True
+
+
+def _tree_columns(rows: DataFrame, plan: ReleasePlan) -> list[Column]:
+    """Per tree metric its leaf, and the row-content digest, when the plan has trees.
+
+    The digest covers every hashable input column, so rows with equal values but other
+    content rank apart in the cell's keyed sample; it is never written or logged.
+    """
+    if not plan.trees:
+        return []
+    content = [column(f.name) for f in rows.schema.fields if _hashable(f.dataType)]
+    leaves = [
+        encode_leaf(o.tree.column, o.tree.shape).alias(leaf_column(o.name))
+        for o in plan.trees
+        if o.tree is not None
+    ]
+    return [*leaves, F.xxhash64(*content).alias(ROW_CONTENT)]
+
+
 def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
-    """Keep only what the release needs: unit, partition keys, one encoded column per metric.
+    """Keep only what the release needs: unit, partition keys, one encoded column per metric,
+    and for quantile trees each tree's leaf and the row-content digest.
 
     Expects rows that meet the input contract (no null unit or key, finite values).
     """
@@ -100,6 +156,7 @@ def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
             for name, encoding in plan.encodings.items()
             if columns[name] == encoded_column(name)
         ],
+        *_tree_columns(rows, plan),
     )
 
 
@@ -224,20 +281,61 @@ def contributions(plan: ReleasePlan) -> dict[str, Column]:
     return out
 
 
-def bounded_cells(encoded: DataFrame, plan: ReleasePlan) -> DataFrame:
+def _ranked_rows(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> DataFrame:
+    """Each row's rank in its cell by xxhash64(salt, "value", unit, keys, leaves, content),
+    ties broken by the leaves (tied rows then give the same leaves).
+
+    A window partitioned by (unit, keys) over rows already hash-partitioned by unit: a
+    sort inside each Spark partition, no shuffle; it spills for a cell of any size.
+    """
+    keys = [column(name) for name in plan.columns.partition_columns]
+    leaves = [F.col(leaf_column(o.name)) for o in plan.trees]
+    ranked = F.xxhash64(
+        F.lit(salt.value), F.lit("value"), F.col(UNIT), *keys, *leaves, F.col(ROW_CONTENT)
+    )
+    in_cell = Window.partitionBy(UNIT, *keys).orderBy(ranked, *leaves)
+    # One row per input row, with its rank in its cell.
+    return by_unit.withColumn(ROW_RANK, F.row_number().over(in_cell))
+
+
+def _kept_leaves(plan: ReleasePlan) -> list[Column]:
+    """Per tree metric, the cell's leaves of its Linf rows of smallest rank (at most Linf)."""
+    linf = plan.bounds.max_rows_per_unit_per_partition
+    return [
+        F.collect_list(F.when(F.col(ROW_RANK) <= F.lit(linf), F.col(leaf_column(o.name)))).alias(
+            leaves_column(o.name)
+        )
+        for o in plan.trees
+    ]
+
+
+def bounded_cells(
+    encoded: DataFrame, plan: ReleasePlan, salt: BoundingSalt | None = None
+) -> DataFrame:
     """One row per (unit, partition) cell with its bounded contributions (before L0).
 
     Rows are shuffled once, by unit (the one row-grain shuffle), and reduced to cells by a
-    hash aggregate (no sort); the cells stay hash-partitioned by unit.
+    hash aggregate (no sort); the cells stay hash-partitioned by unit. With quantile
+    trees (``salt`` required), rows are first ranked in their cell (``_ranked_rows``) and
+    each cell carries each tree's kept leaves (``leaves_column``).
     """
     keys = [column(name) for name in plan.columns.partition_columns]
     # One row per input row, hash-partitioned by unit.
     by_unit = encoded.repartition(UNIT)
-    # One row per (unit, partition) cell: n and the exact sums (same partitioning).
-    cells = by_unit.groupBy(UNIT, *keys).agg(F.count(F.lit(1)).alias(CELL_ROWS), *_cell_sums(plan))
-    # One row per cell: its bounded contribution to every aggregate.
+    trees = [leaves_column(o.name) for o in plan.trees]
+    if trees:
+        assert salt is not None, "quantile trees rank rows by a keyed hash: pass the salt"
+        by_unit = _ranked_rows(by_unit, plan, salt)
+    # One row per (unit, partition) cell: n, the exact sums, kept leaves (same partitioning).
+    cells = by_unit.groupBy(UNIT, *keys).agg(
+        F.count(F.lit(1)).alias(CELL_ROWS), *_cell_sums(plan), *_kept_leaves(plan)
+    )
+    # One row per cell: its bounded contribution to every aggregate, and kept leaves.
     return cells.select(
-        UNIT, *keys, *[value.alias(name) for name, value in contributions(plan).items()]
+        UNIT,
+        *keys,
+        *[value.alias(name) for name, value in contributions(plan).items()],
+        *trees,
     )
 
 
@@ -276,4 +374,4 @@ def bound_contributions(encoded: DataFrame, plan: ReleasePlan, salt: BoundingSal
     keyed hash of (salt, unit, key), a uniform sample that depends only on the unit's own
     cells and the salt.
     """
-    return keep_l0_cells(bounded_cells(encoded, plan), plan, salt)
+    return keep_l0_cells(bounded_cells(encoded, plan, salt), plan, salt)

@@ -48,6 +48,7 @@ from pipelines.noising import NoiseSource, SecureNoise, apply_noise, release_sch
 from pipelines.plan import UNITS, ReleasePlan
 from pipelines.policy import governance_statement
 from pipelines.progress import Progress
+from pipelines.quantiles import stage_trees
 from pipelines.readme import render_readme
 from pipelines.release import (
     MANIFEST,
@@ -80,6 +81,8 @@ log = logging.getLogger("dprelease")
 
 # The staging sub-directory of Spark's write of the noisy table (never published).
 NOISY_DIR = "noisy"
+# The staging sub-directory of Spark's write of the quantile trees (never published).
+TREES_DIR = "trees"
 # Appended to the message of every failure after the charge (the CLI prints notes).
 CHARGE_KEPT = "this run's charge stays in the ledger"
 
@@ -95,8 +98,9 @@ def clean_rows(frame: DataFrame, plan: ReleasePlan) -> DataFrame:
 
 def aggregated_frame(
     plan: ReleasePlan, frame: DataFrame, public_keys: DataFrame | None, salt: BoundingSalt
-) -> tuple[DataFrame, ObservedInput]:
-    """The lazy graph from input rows to one exact row per candidate partition (no noise).
+) -> tuple[DataFrame, ObservedInput, DataFrame]:
+    """The lazy graph from input rows to one exact row per candidate partition (no noise),
+    and the kept cells it sums (which also carry the quantile trees' kept leaves).
 
     The input contract's figures are observed on the way: the action that computes this
     frame is the pass that counts them. With public keys, non-public rows are dropped
@@ -111,7 +115,7 @@ def aggregated_frame(
     aggregated = aggregate_partitions(bounded, plan)
     if public_keys is not None:
         aggregated = add_public_partitions(aggregated, public_keys, plan)
-    return aggregated, observed
+    return aggregated, observed, bounded
 
 
 def public_key_matches(aggregated: DataFrame, listed: int) -> dict[str, object]:
@@ -191,7 +195,8 @@ def _draw_noise(
     source: NoiseSource,
 ) -> Path:
     """Table ``index``'s pass over private rows: count the contract figures, judge them,
-    then draw the noise once and write the noisy table to staging; its directory."""
+    then draw the noise once and write the noisy table to staging; its directory (the
+    quantile trees: ``_draw_trees``)."""
     table, spark = run.start.plans.tables[index], aggregated.sparkSession
     plan = table.plan
     with run.progress.data_pass(spark):
@@ -215,27 +220,46 @@ def _draw_noise(
     return noisy
 
 
+def _draw_trees(
+    run: PreparedRun, index: int, cells: DataFrame, noisy: Path, source: NoiseSource
+) -> list[Path]:
+    """Table ``index``'s quantile trees for the partitions staged in ``noisy``, written
+    once to staging; their directory (none without quantiles)."""
+    plan = run.start.plans.tables[index].plan
+    if not plan.trees:
+        return []
+    trees = run.staging / TREES_DIR / str(index)
+    with run.progress.data_pass(cells.sparkSession):
+        stage_trees(cells, noisy, plan, source, trees)
+    run.progress.step("noise", f"quantile trees {run.start.plans.tables[index].spec.name or ''}")
+    return [trees]
+
+
 def _stage_table(run: PreparedRun, index: int, frame: DataFrame, source: NoiseSource) -> pa.Schema:
     """Table ``index`` staged in its canonical layout under ``staging/<its directory>``."""
     table = run.start.plans.tables[index]
     plan = table.plan
-    aggregated, observed = aggregated_frame(
+    aggregated, observed, cells = aggregated_frame(
         plan, frame, run.public_keys[index], BoundingSalt.fresh()
     )
     keys = T.StructType([aggregated.schema[n] for n in plan.columns.partition_columns])
+    # One row per kept cell, kept for the trees (only when the plan has quantiles).
+    kept = [cells.persist(StorageLevel.MEMORY_AND_DISK)] if plan.trees else []
     # One exact row per candidate partition, kept for the pass.
     aggregated = aggregated.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         noisy = _draw_noise(run, index, aggregated, observed, source)
+        trees = _draw_trees(run, index, cells, noisy, source)
     finally:
-        aggregated.unpersist()
+        for frame_kept in (aggregated, *kept):
+            frame_kept.unpersist()
     schema = release_schema(plan, keys)
     # One row per released partition, rewritten in the canonical layout (key order,
     # file count from the released row count): the layout reveals nothing else.
-    layout_release(
-        noisy, run.staging / table.spec.data_dir, schema, list(plan.columns.partition_columns)
-    )
-    discard_staging(noisy)
+    partition_columns = list(plan.columns.partition_columns)
+    layout_release(noisy, run.staging / table.spec.data_dir, schema, partition_columns, trees)
+    for directory in (noisy, *trees):
+        discard_staging(directory)
     return schema
 
 
@@ -270,6 +294,7 @@ def stage(run: PreparedRun, source: NoiseSource) -> list[pa.Schema]:
         if frame is not run.frame:
             frame.unpersist()
     discard_staging(run.staging / NOISY_DIR)
+    discard_staging(run.staging / TREES_DIR)
     run.progress.step("write", "canonical layout in staging")
     return schemas
 

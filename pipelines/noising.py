@@ -91,13 +91,18 @@ class NoiseStep:
 
 
 def noise_step(plan: ReleasePlan) -> NoiseStep:
-    """Extract the UDF's parameters from the plan (on the driver, before any data)."""
+    """Extract the UDF's parameters from the plan (on the driver, before any data).
+
+    Quantile trees are left out: their noise is drawn per released partition after
+    selection (``pipelines.quantiles``), and their columns are joined on the keys.
+    """
+    trees = {o.name for o in plan.trees}
     return NoiseStep(
         aggregates=tuple(
             _Aggregate(a.name, a.source, a.noise, a.ci_half_width) for a in plan.aggregates
         ),
-        outputs=plan.outputs,
-        released=plan.released,
+        outputs=tuple(o for o in plan.outputs if o.tree is None),
+        released=tuple(c for c in plan.released if c.output not in trees),
         selection=plan.selection,
         post=plan.post,
         rules=row_rules(plan.outputs, plan.post),
@@ -237,7 +242,8 @@ def noisy_frame(
 
 
 def apply_noise(aggregated: DataFrame, plan: ReleasePlan, source: NoiseSource) -> DataFrame:
-    """One row per released partition: keys, then value, std, ci_low, ci_high per output.
+    """One row per released partition: keys, then value, std, ci_low, ci_high per output
+    (quantile trees' columns excepted: ``pipelines.quantiles``).
 
     Invariant: the UDF runs once per aggregated row per task attempt; the caller must
     materialize the result (write it) before anything else reads it.

@@ -107,6 +107,7 @@ def _columns(manifest: dict[str, Any], level: str = "##") -> list[str]:
         "|---|---|---|---|---|",
     ]
     stds = {m["name"]: m["std"] for m in manifest["mechanisms"]}
+    trees = {m["name"]: m["tree"] for m in manifest["mechanisms"] if "tree" in m}
     for column in manifest["columns"]:
         value_bounds = f"[{column['lower']:g}, {column['upper']:g}]" if "lower" in column else "-"
         derived = column.get("derived_from")
@@ -116,6 +117,13 @@ def _columns(manifest: dict[str, Any], level: str = "##") -> list[str]:
             if kind_of(column["metric"]).noise_is_absolute
             else f"{std / 2:.4g} / count (see `{released_name(column['name'], 'std')}`)"
         )
+        tree = trees.get(column["mechanisms"][0])
+        if tree is not None:
+            noise = (
+                f"{std:.4g} per tree node; expected rank error "
+                f"{tree['expected_rank_error']:.2%} at {tree['rank_error_partition_size']:,} "
+                f"values; per rank {', '.join(f'`{n}`' for n in column['columns'][::3])}"
+            )
         if derived:
             noise += f" (from the parts of `{derived['output']}`, no noise of its own)"
         lines.append(

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,9 +111,19 @@ ROWS_PER_FILE = 1_000_000
 ROWS_PER_ROW_GROUP = 131_072
 
 
-def layout_release(noisy: Path, data: Path, schema: pa.Schema, keys: list[str]) -> int:
+def _read_parts(directory: Path) -> pa.Table | None:
+    """Every Parquet part file Spark wrote under ``directory``, as one table (None: none)."""
+    parts = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
+    tables = [pq.read_table(p) for p in parts]
+    return pa.concat_tables(tables) if tables else None
+
+
+def layout_release(
+    noisy: Path, data: Path, schema: pa.Schema, keys: list[str], joined: Sequence[Path] = ()
+) -> int:
     """Write the released table from ``noisy`` (any layout) to ``data`` in the canonical
-    layout; returns the released row count.
+    layout, each of the ``joined`` tables' columns joined on the keys (the quantile trees
+    of the same released partitions); returns the released row count.
 
     Invariant: for two runs whose released tables are equal as sets of rows, the bytes
     of every file under ``data`` are equal, whatever the order, number or sizes of the
@@ -121,9 +131,16 @@ def layout_release(noisy: Path, data: Path, schema: pa.Schema, keys: list[str]) 
     released table is public (noisy), so reading it on the driver is no privacy matter;
     it must fit in driver memory (see README, limits).
     """
-    parts = sorted(p for p in noisy.glob("*.parquet") if not p.name.startswith((".", "_")))
-    tables = [pq.read_table(p).select(schema.names).cast(schema) for p in parts]
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    found = _read_parts(noisy)
+    if found is None or found.num_rows == 0:
+        table = schema.empty_table()
+    else:
+        for directory in joined:
+            extra = _read_parts(directory)
+            if extra is None:
+                raise PublishError(f"staging: {directory.name} holds no Parquet files")
+            found = found.join(extra, keys, join_type="left outer")
+        table = found.select(schema.names).cast(schema)
     # One row per released partition, in key order (nulls cannot occur in keys).
     table = table.sort_by([(k, "ascending") for k in keys]) if table.num_rows else table
     rows: int = table.num_rows

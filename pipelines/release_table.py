@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from pipelines.display import format_interval
 from pipelines.metric_kinds import MetricKind, kind_of
-from pipelines.released import released_name
+from pipelines.released import released_name, value_columns
 
 __all__ = ["ReleasedMetric", "ReleasedTable", "read_released"]
 
@@ -31,7 +31,8 @@ def _ranking_order(kind: MetricKind) -> int | None:
 
 @dataclass(frozen=True)
 class ReleasedMetric:
-    """One released statistic: its column name, kind and value bounds (if measured)."""
+    """One released statistic: its value column's name (a quantile: one per rank), kind
+    and value bounds (if measured)."""
 
     name: str
     metric: str
@@ -116,7 +117,8 @@ def read_released(version_dir: Path, manifest: dict[str, Any]) -> ReleasedTable:
     else:
         table = pa.table({name: pa.array([], pa.null()) for name in names})
     metrics = [
-        ReleasedMetric(c["name"], c["metric"], c.get("lower"), c.get("upper"))
+        ReleasedMetric(name, c["metric"], c.get("lower"), c.get("upper"))
         for c in manifest["columns"]
+        for name in value_columns(c["name"], kind_of(c["metric"]).tree, c["columns"])
     ]
     return ReleasedTable(table, list(manifest["partitions"]["columns"]), metrics)

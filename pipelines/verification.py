@@ -28,7 +28,7 @@ from pipelines.release import (
     recorded_digests,
     text_digests,
 )
-from pipelines.released import released_name
+from pipelines.released import released_name, value_columns
 
 
 def check_text_digests(version_dir: Path, expected: dict[str, str], source: str) -> list[str]:
@@ -138,23 +138,53 @@ def check_values(table: pa.Table, manifest: dict[str, Any]) -> list[str]:
     """Value-level checks of released data against its manifest."""
     problems = []
     for column in manifest["columns"]:
-        name = column["name"]
-        value = table.column(name).to_numpy(zero_copy_only=False)
-        low = table.column(released_name(name, "ci_low")).to_numpy(zero_copy_only=False)
-        high = table.column(released_name(name, "ci_high")).to_numpy(zero_copy_only=False)
-        if not (low <= value).all() or not (value <= high).all():
-            problems.append(f"{name}: a value lies outside its confidence interval")
-        grid = column.get("grid", 1.0)
         kind = kind_of(column["metric"])
-        if kind.integer_valued or kind.on_grid:
-            units = value / grid
-            if not (units == units.round()).all():
-                problems.append(f"{name}: a value is not a multiple of the grid {grid}")
-        for array in (value, low, high):
-            if array.dtype.kind == "f" and not (abs(array) < float("inf")).all():
-                problems.append(f"{name}: a value is not finite")
-                break
-        problems.extend(_flag_problems(table, column, value, low, high))
+        names = value_columns(column["name"], kind.tree, column["columns"])
+        for name in names:
+            problems.extend(_value_problems(table, column, name))
+        if kind.tree:
+            problems.extend(_tree_problems(table, column, names))
+    return problems
+
+
+def _tree_problems(table: pa.Table, column: dict[str, Any], names: list[str]) -> list[str]:
+    """A quantile outside [lower, upper] (value or interval) or decreasing in rank."""
+    problems = []
+    lower, upper = float(column["lower"]), float(column["upper"])
+    for name in names:
+        for stat in ("value", "ci_low", "ci_high"):
+            shown = released_name(name, stat)
+            array = np.asarray(table.column(shown).to_numpy(zero_copy_only=False), dtype=float)
+            if not ((array >= lower) & (array <= upper)).all():
+                problems.append(f"{shown}: a value lies outside [{lower:g}, {upper:g}]")
+    if names and table.num_rows:
+        stacked = np.stack(
+            [np.asarray(table.column(n).to_numpy(zero_copy_only=False), float) for n in names]
+        )
+        if (np.diff(stacked, axis=0) < 0).any():
+            problems.append(f"{column['name']}: a quantile decreases as the rank grows")
+    return problems
+
+
+def _value_problems(table: pa.Table, column: dict[str, Any], name: str) -> list[str]:
+    """One value column against its interval, grid, finiteness and reliability flag."""
+    problems = []
+    value = table.column(name).to_numpy(zero_copy_only=False)
+    low = table.column(released_name(name, "ci_low")).to_numpy(zero_copy_only=False)
+    high = table.column(released_name(name, "ci_high")).to_numpy(zero_copy_only=False)
+    if not (low <= value).all() or not (value <= high).all():
+        problems.append(f"{name}: a value lies outside its confidence interval")
+    grid = column.get("grid", 1.0)
+    kind = kind_of(column["metric"])
+    if kind.integer_valued or kind.on_grid:
+        units = value / grid
+        if not (units == units.round()).all():
+            problems.append(f"{name}: a value is not a multiple of the grid {grid}")
+    for array in (value, low, high):
+        if array.dtype.kind == "f" and not (abs(array) < float("inf")).all():
+            problems.append(f"{name}: a value is not finite")
+            break
+    problems.extend(_flag_problems(table, column, value, low, high))
     return problems
 
 

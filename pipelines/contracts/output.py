@@ -1,13 +1,14 @@
 """The output contract, run on the staged Parquet files before the manifest is written.
 
 Checks: the release schema, unique keys, finite values, ``ci_low <= value <= ci_high``,
-non-negative stds, what each metric kind promises (``MetricKind``: values on the
-grid, non-negative counts when clamped, values inside their released range), and the
-consistent-row inequalities (``pipelines.consistency``: privacy_id_count <= count, sums
-inside [count·lower, count·upper] on the grid-rounded bounds), and each reliability flag
-against its rule (``pipelines.derivation.unreliable``). A failure
-blocks publishing. The checks count on the staged (released) table with pyarrow on the
-driver; only the counts go to the operator report, and GX judges them (docs/privacy.md §9).
+non-negative stds, what each metric kind promises (``MetricKind``: values on the grid,
+non-negative counts when clamped, values inside their released range; quantiles inside
+[lower, upper] and non-decreasing in rank), the consistent-row inequalities
+(``pipelines.consistency``: privacy_id_count <= count, sums inside [count·lower,
+count·upper] on the grid-rounded bounds), and each reliability flag against its rule
+(``pipelines.derivation.unreliable``). A failure blocks publishing. The checks count on
+the staged (released) table with pyarrow on the driver; only the counts go to the
+operator report, and GX judges them (docs/privacy.md §9).
 """
 
 from __future__ import annotations
@@ -207,6 +208,63 @@ def _kind_checks(output: OutputMetric, plan: ReleasePlan) -> list[_OutputCheck]:
     return checks
 
 
+def _decreasing(values: list[str]) -> Callable[[pa.Table], Mask]:
+    """True where a rank's value is below the one of a smaller rank (``values`` by rank)."""
+
+    def failing(t: pa.Table) -> Mask:
+        table = np.stack([_values(t, v) for v in values])
+        with np.errstate(invalid="ignore"):
+            return np.asarray(np.any(np.diff(table, axis=0) < 0, axis=0), dtype=bool)
+
+    return failing
+
+
+def _tree_checks(output: OutputMetric, plan: ReleasePlan) -> list[_OutputCheck]:
+    """A quantile tree's promises (docs/privacy.md §4b): every column finite and inside
+    [lower, upper], each rank's value inside [ci_low, ci_high], values non-decreasing in
+    rank."""
+    assert output.tree is not None
+    shape = output.tree.shape
+    mine = [c for c in plan.released if c.output == output.name]
+    ranked = sorted((c for c in mine if c.statistic == "value"), key=lambda c: c.rank or 0.0)
+    where = f"value outside [{shape.lower:g}, {shape.upper:g}]"
+    checks = [
+        check
+        for c in mine
+        for check in (
+            _OutputCheck(
+                f"non_finite.{c.name}", c.name, "null, NaN or infinite value", _non_finite(c.name)
+            ),
+            _OutputCheck(
+                f"outside_bounds.{c.name}",
+                c.name,
+                where,
+                _outside(c.name, shape.lower, shape.upper),
+            ),
+        )
+    ]
+    for value in (c.name for c in ranked):
+        low, high = released_name(value, "ci_low"), released_name(value, "ci_high")
+        checks.append(
+            _OutputCheck(
+                f"outside_interval.{value}",
+                value,
+                "value outside [ci_low, ci_high]",
+                _outside_interval(value, low, high),
+            )
+        )
+    values = [c.name for c in ranked]
+    checks.append(
+        _OutputCheck(
+            f"not_monotone.{output.name}",
+            values[0],
+            "quantiles decrease as the rank grows",
+            _decreasing(values),
+        )
+    )
+    return checks
+
+
 def _output_checks(plan: ReleasePlan) -> list[_OutputCheck]:
     """Every value check of the released table, in release column order."""
     checks = [
@@ -215,6 +273,9 @@ def _output_checks(plan: ReleasePlan) -> list[_OutputCheck]:
     ]
     for output in plan.outputs:
         name = output.name
+        if output.tree is not None:
+            checks.extend(_tree_checks(output, plan))
+            continue
         columns = released_names(name)
         for column in columns:
             checks.append(
