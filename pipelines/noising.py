@@ -255,7 +255,9 @@ def apply_noise(aggregated: DataFrame, plan: ReleasePlan, source: NoiseSource) -
 
     def draw(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            yield noisy_frame(step, dict(zip(inputs, batch, strict=True)), source)
+            # One input column arrives as a bare Series, not a one-element tuple.
+            series = (batch,) if isinstance(batch, pd.Series) else batch
+            yield noisy_frame(step, dict(zip(inputs, series, strict=True)), source)
 
     noise_udf = pandas_udf(draw, returnType=struct).asNondeterministic()  # type: ignore[call-overload]
     # One row per partition, with its struct of noisy outputs (drawn once).
