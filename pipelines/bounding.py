@@ -12,7 +12,7 @@ No sort of row-grain data: rows are shuffled once, by unit, and reduced to cells
 aggregate; the L0 sample ranks cells (cell grain) within each unit's Spark partition.
 Only when the plan has a quantile tree are rows sorted, inside each unit's Spark partition
 (no extra shuffle): each cell keeps the leaves of its Linf rows of smallest keyed hash of
-(salt, unit, key, leaf, row content), DP_REFERENCE's step 4 (docs/privacy.md §4b).
+(salt, unit, key, leaf, row content) (docs/privacy.md §2 step 4, §4b).
 Every per-cell sum is an exact integer: a sum of non-negative long terms by ``try_sum``,
 so no overflow can raise, whatever order Spark adds the rows in; a cell of at most Linf
 rows never leaves the long range (``check_exact_arithmetic``), and a larger cell whose sum

@@ -225,13 +225,13 @@ def _draw_trees(
 ) -> list[Path]:
     """Table ``index``'s quantile trees for the partitions staged in ``noisy``, written
     once to staging; their directory (none without quantiles)."""
-    plan = run.start.plans.tables[index].plan
-    if not plan.trees:
+    table = run.start.plans.tables[index]
+    if not table.plan.trees:
         return []
     trees = run.staging / TREES_DIR / str(index)
     with run.progress.data_pass(cells.sparkSession):
-        stage_trees(cells, noisy, plan, source, trees)
-    run.progress.step("noise", f"quantile trees {run.start.plans.tables[index].spec.name or ''}")
+        stage_trees(cells, noisy, table.plan, source, trees)
+    run.progress.step("noise", f"quantile trees {table.spec.name or ''}")
     return [trees]
 
 

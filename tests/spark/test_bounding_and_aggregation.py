@@ -72,7 +72,7 @@ def test_each_unit_keeps_at_most_l0_cells_each_inside_its_bounds(
 def _reference_cells(
     rows: list[dict[str, object]], plan: ReleasePlan
 ) -> dict[tuple[object, object], dict[str, int]]:
-    """DP_REFERENCE 2b, step 2, in plain Python integers (the oracle)."""
+    """The bounding rule of docs/privacy.md §2 step 2, in plain Python integers (the oracle)."""
     linf = plan.bounds.max_rows_per_unit_per_partition
     sums, means = plan.encodings["sum_value"], plan.encodings["mean_value"]
     grouped: dict[tuple[object, object], list[float]] = {}
