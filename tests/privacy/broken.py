@@ -15,16 +15,26 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pytest
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.functions import pandas_udf
 
+import pipelines.bounding
 import pipelines.job
+import pipelines.plan_metrics
 from dp_ops.calibration import ContributionBounds
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
+from dp_ops.quantile_tree import tree_sensitivity
 from dp_ops.samplers import sample_bernoulli
-from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded
+from pipelines.bounding import (
+    ROW_RANK,
+    BoundingSalt,
+    bound_contributions,
+    leaf_column,
+    leaves_column,
+    select_encoded,
+)
 from pipelines.contracts import ObservedInput, Verdict
 from pipelines.noising import apply_noise
 from pipelines.plan import ROWS, UNITS, ReleasePlan
@@ -65,6 +75,21 @@ def select_encoded_with_rows_as_units(rows: DataFrame, plan: ReleasePlan) -> Dat
     unit = plan.columns.privacy_unit
     row_ids = rows.withColumn(unit, F.monotonically_increasing_id().cast(T.StringType()))
     return REAL_SELECT_ENCODED(row_ids, plan)
+
+
+# Quantiles with Linf ignored for values: a cell keeps the leaves of all its rows.
+def kept_leaves_ignoring_linf(plan: ReleasePlan) -> list[Column]:
+    return [
+        F.collect_list(F.when(F.col(ROW_RANK) > 0, F.col(leaf_column(o.name)))).alias(
+            leaves_column(o.name)
+        )
+        for o in plan.trees
+    ]
+
+
+# Quantiles: the tree's sensitivity computed as if it had one level (height left out).
+def tree_sensitivity_ignoring_height(l0: int, linf: int, height: int) -> object:
+    return tree_sensitivity(l0, linf, 1)
 
 
 # (iii) Textbook float noise added to a double sum (and the grid guard switched off).
@@ -159,6 +184,11 @@ def use_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> object | None:
         return HalfScaleNoise()
     if variant == "l0_ignored":
         monkeypatch.setattr(pipelines.job, "bound_contributions", bound_contributions_ignoring_l0)
+    elif variant == "linf_ignored_for_values":
+        monkeypatch.setattr(pipelines.bounding, "_kept_leaves", kept_leaves_ignoring_linf)
+    elif variant == "tree_height_ignored":
+        patched = tree_sensitivity_ignoring_height
+        monkeypatch.setattr(pipelines.plan_metrics, "tree_sensitivity", patched)
     elif variant == "wrong_unit":
         monkeypatch.setattr(pipelines.job, "select_encoded", select_encoded_with_rows_as_units)
     elif variant == "float_noise":

@@ -22,6 +22,10 @@ target has 2*Linf rows of value 10.0, so bounding must cut it to Linf rows):
   shifts it by at most Linf; with L0 ignored, by group_size * Linf.
 * ``s<i>``: one key with ``selection_base`` base units (the steep part of the keep table)
   + the target; audited statistic: the key is released (partition selection).
+* ``q<i>``: one key with ``base_units`` base units + a target with ``QUANTILE_TARGET_ROWS``
+  (16·Linf) rows of value 10.0; audited statistic: the released median ``v_p50`` of a
+  quantile tree over [0, 10] (the run must ask for it, see ``QUANTILES``). Bounding must
+  keep Linf of the target's values; keeping all 64 moves the median to the top.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ from tests.privacy.auditing import (
 LINF = 4
 LOWER, UPPER = 0.0, 10.0
 TARGET_ROWS = 2 * LINF
+QUANTILE_TARGET_ROWS = 16 * LINF
+#: The quantile metric a run with a ``q`` block asks for (released as ``v_p50``).
+QUANTILES = {"metric": "quantiles", "column": "value", "lower": LOWER, "upper": UPPER}
+QUANTILE_METRIC = {**QUANTILES, "ranks": [0.5], "name": "v"}
 EVENTS = pa.schema([("user", pa.string()), ("key", pa.string()), ("value", pa.float64())])
 
 
@@ -57,6 +65,7 @@ class Design:
     groups: int = 0
     group_size: int = 8
     selection_keys: int = 0
+    quantile_keys: int = 0
     base_units: int = 9
     selection_base: int = 3
 
@@ -88,6 +97,11 @@ def neighbour_rows(design: Design, with_targets: bool) -> pa.Table:
             add(f"s{i}-b{b}", f"s{i}", LOWER)
         if with_targets:
             add(f"s{i}-t", f"s{i}", UPPER, TARGET_ROWS)
+    for i in range(design.quantile_keys):
+        for b in range(design.base_units):
+            add(f"q{i}-b{b}", f"q{i}", LOWER)
+        if with_targets:
+            add(f"q{i}-t", f"q{i}", UPPER, QUANTILE_TARGET_ROWS)
     order = np.random.default_rng(7).permutation(len(users))  # test data order only
     return pa.table(
         {
@@ -256,4 +270,34 @@ def statistics(
                 (at_least(1.0), at_most(0.0)),
             )
         )
+    if design.quantile_keys:
+        out.append(_median_statistic(design, eps, delta, d, dp))
     return out
+
+
+def _median_statistic(
+    design: Design,
+    eps: dict[str, float],
+    delta: float,
+    d: dict[str, dict[str, Any]],
+    dp: dict[str, dict[str, Any]],
+) -> Statistic:
+    """The ``q`` block's released median, claimed at the tree mechanism's own spend.
+
+    Events sit on the public node edges of the tree (level 1 and 2 over [0, 10]): the
+    target's values are at the top, the base units' at the bottom.
+    """
+    keys = [f"q{i}" for i in range(design.quantile_keys)]
+    width = UPPER - LOWER
+    events = [at_least(UPPER - width * f) for f in (1 / 2, 1 / 16, 1 / 256)]
+    events += [at_most(LOWER + width * f) for f in (1 / 16, 1 / 256)]
+    name = str(QUANTILE_METRIC["name"])
+    column = f"{name}_p50"
+    return Statistic(
+        "median",
+        eps[name],
+        delta,
+        _column(d, keys, column),
+        _column(dp, keys, column),
+        tuple(events),
+    )

@@ -24,7 +24,13 @@ from pipelines.release import read_manifest
 from pipelines.verification import verify_release
 from tests.privacy.auditing import AuditReport, audit
 from tests.privacy.broken import use_variant
-from tests.privacy.neighbours import Design, off_grid_columns, statistics, write_neighbours
+from tests.privacy.neighbours import (
+    QUANTILE_METRIC,
+    Design,
+    off_grid_columns,
+    statistics,
+    write_neighbours,
+)
 from tests.support import audit_config
 
 # These audits need ceilings above production (see the fixture).
@@ -37,6 +43,9 @@ BUDGET = {
     "delta": 1e-3,
     "weights": {"selection": 0.4, "count": 0.2, "sum_value": 0.2, "mean_value": 0.2},
 }
+# A run with a quantile block: the same selection (epsilon 2, delta 1e-3, so the same keep
+# table) and one tree of epsilon 2 (node scale L0·Linf·levels / 2 = 8).
+QUANTILE_BUDGET = {"epsilon": 4.0, "delta": 1e-3, "weights": {"selection": 0.5, "v": 0.5}}
 # Family-wise false-failure rate of one audit (all statistics and events of a run).
 ALPHA = 1e-3
 
@@ -61,6 +70,12 @@ VARIANTS: dict[str, tuple[str, Design, Design]] = {  # statistic, fast, full
         Design(selection_keys=500),
         Design(selection_keys=2000),
     ),
+    "linf_ignored_for_values": (
+        "median",
+        Design(quantile_keys=1000),
+        Design(quantile_keys=3000),
+    ),
+    "wrong_unit": ("median", Design(quantile_keys=1000), Design(quantile_keys=3000)),
 }
 
 
@@ -71,10 +86,14 @@ def run_once(
     name: str,
     source: Any = None,
     shared: bool = False,
+    quantiles: bool = False,
 ) -> tuple[pa.Table, dict[str, Any]]:
     """One real run_release; the released table and its manifest. ``shared``: the sum is
-    derived from the mean's parts (shared parts)."""
+    derived from the mean's parts (shared parts); ``quantiles``: the run releases the
+    quantile block's median only (``QUANTILE_METRIC``)."""
     raw = audit_config(directory / "releases", data, budget=BUDGET | {"share_parts": shared})
+    if quantiles:  # the quantile block's run: one median, no other metric
+        raw |= {"metrics": [QUANTILE_METRIC], "budget": QUANTILE_BUDGET}
     raw["release"]["name"] = name
     result = run_release(spark, config_from_mapping(raw), source=source)
     version = Path(result.path)
@@ -90,8 +109,12 @@ def audit_neighbours(
 ) -> AuditReport:
     """Run the job once on D and once on D', then audit every statistic of the design."""
     d, d_prime = write_neighbours(directory / "input", design)
-    on_d, manifest = run_once(spark, directory, d, "on_d", source, shared)
-    on_d_prime, manifest_prime = run_once(spark, directory, d_prime, "on_d_prime", source, shared)
+    quantiles = design.quantile_keys > 0
+    assert not (quantiles and (design.metric_keys or design.groups)), "one metric set per run"
+    on_d, manifest = run_once(spark, directory, d, "on_d", source, shared, quantiles)
+    on_d_prime, manifest_prime = run_once(
+        spark, directory, d_prime, "on_d_prime", source, shared, quantiles
+    )
     assert manifest["mechanisms"] == manifest_prime["mechanisms"]
     selection = manifest["partitions"]
     rule = TruncatedGeometricSelection(selection["epsilon"], selection["delta"], 1)
@@ -101,6 +124,7 @@ def audit_neighbours(
         assert {f"m{i}" for i in range(design.metric_keys)} <= keys
         groups = range(design.groups)
         assert {f"g{j}-{r}" for j in groups for r in range(design.group_size)} <= keys
+        assert {f"q{i}" for i in range(design.quantile_keys)} <= keys
     report = audit(statistics(design, manifest, on_d, on_d_prime), ALPHA)
     print(report.summary())
     return report
@@ -233,3 +257,41 @@ def test_key_leak_row_count_threshold_is_caught_by_the_neighbour_audit(
     """
     variant = "row_count_threshold"
     _check_variant(spark, tmp_path, monkeypatch, variant, _design(variant, tier))
+
+
+def test_neighbour_audit_of_quantiles_detects_no_violation(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """The real job releasing a median (``v_p50``, a tree of epsilon 2) on D and D'.
+
+    Sample size: 2,000 quantile keys per side (9 base units at 0.0; on D a target with 64
+    rows at 10.0, of which bounding keeps Linf = 4). Claim (from the manifest): the tree
+    mechanism's epsilon 2, the release's delta. False-failure rate: alpha = 1e-3
+    family-wise (Bonferroni over the 5 (event, order) pairs). Simulated on the same tree
+    (NoisyTree, node scale 8): the best event's eps_lb is below 0 here; keeping all 64
+    values (the variants below) gives about 3.6 on the event "median >= 9.375".
+    """
+    _check_correct(spark, tmp_path, Design(quantile_keys=2000))
+
+
+@TIERS
+def test_quantile_values_with_linf_ignored_are_caught_by_the_neighbour_audit(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tier: int
+) -> None:
+    """Power: a cell keeps the leaves of all its rows (Linf ignored for the tree only).
+
+    The target's 64 values at 10.0 move the median of 9 zeros to the top node: P(median
+    >= 9.375) is about 0.5 on D and 0.004 on D'. 1,000 keys per side (full: 3,000), alpha
+    1e-3 over 5 pairs; eps_lb about 3 against a claimed 2 (simulated).
+    """
+    variant = "linf_ignored_for_values"
+    _check_variant(spark, tmp_path, monkeypatch, variant, _design(variant, tier))
+
+
+@TIERS
+def test_quantiles_bounded_by_the_wrong_unit_are_caught_by_the_neighbour_audit(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tier: int
+) -> None:
+    """Power: every row bounded as its own unit, so all 64 target rows reach the tree;
+    same design, claim and false-failure rate as the Linf-ignored variant."""
+    _check_variant(spark, tmp_path, monkeypatch, "wrong_unit", _design("wrong_unit", tier))
