@@ -34,7 +34,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -290,8 +290,11 @@ def bench_session() -> SparkSession:
     return create_session("dprelease-bench", local_settings() | BENCH_SETTINGS)
 
 
-def bench_config(table: SyntheticTable, output_root: Path) -> JobConfig:
-    """The DP job of the benchmark: four metrics, private selection, L0 = 3, Linf = 2."""
+def bench_config(
+    table: SyntheticTable, output_root: Path, extra_metrics: Sequence[dict[str, Any]] = ()
+) -> JobConfig:
+    """The DP job of the benchmark: four metrics (and ``extra_metrics``), private selection,
+    L0 = 3, Linf = 2."""
     return config_from_mapping(
         {
             "release": {
@@ -311,6 +314,7 @@ def bench_config(table: SyntheticTable, output_root: Path) -> JobConfig:
                 {"metric": "privacy_id_count"},
                 {"metric": "sum", "column": "value", "lower": LOWER, "upper": UPPER},
                 {"metric": "mean", "column": "value", "lower": LOWER, "upper": UPPER},
+                *extra_metrics,
             ],
             "budget": {"epsilon": 1.0, "delta": 1e-6},
             "ledger": {"dataset": "bench", "lifetime_budget": {"epsilon": 1e9, "delta": 0.5}},

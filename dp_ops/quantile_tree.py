@@ -31,6 +31,8 @@ __all__ = [
     "NoisyTree",
     "TreeShape",
     "expected_rank_error",
+    "rank_error_std",
+    "rank_half_width",
     "tree_sensitivity",
 ]
 
@@ -312,8 +314,8 @@ class NoisyTree:
         return low, high
 
 
-def expected_rank_error(shape: TreeShape, noise: NoiseDistribution, partition_size: int) -> float:
-    """Expected |rank error| (a fraction of n = ``partition_size``) of a released quantile.
+def rank_error_std(shape: TreeShape, noise: NoiseDistribution, partition_size: int) -> float:
+    """Std of the rank error (a fraction of n = ``partition_size``) of a released quantile.
 
     Linearising the descent (``NoisyTree._descend``), the true rank of the released value
     minus r·n is Σ_k Σ_i (r_k − w_ki)·z_ki over the visited levels k, z the node noises.
@@ -321,9 +323,9 @@ def expected_rank_error(shape: TreeShape, noise: NoiseDistribution, partition_si
     <= branching/4, so level k adds at most Var·branching/4. The error of level k also stays
     inside its parent node, which holds about m_k = n/branching**(k−1) values when the
     values are spread, so its variance is capped at m_k². With v = Σ_k min(Var·branching/4,
-    m_k²) and a Gaussian error (a sum of many independent noises), E|error| = √(2v/π)/n,
-    capped at 1. Ignores clamping and the leaf resolution; an estimate for spread values
-    (concentrated values make deep levels fuller), checked against simulation in the tests.
+    m_k²), the std is √v/n. Ignores clamping and the leaf resolution; an estimate for
+    spread values (concentrated values make deep levels fuller), checked against
+    simulation in the tests. Non-increasing in n and in the noise's inverse variance.
     """
     check_positive_int("partition_size", partition_size)
     per_level = noise.variance() * shape.branching / 4.0
@@ -331,4 +333,23 @@ def expected_rank_error(shape: TreeShape, noise: NoiseDistribution, partition_si
         min(per_level, (partition_size / shape.branching ** (level - 1)) ** 2)
         for level in range(1, shape.height + 1)
     )
-    return min(1.0, math.sqrt(2.0 * variance / math.pi) / partition_size)
+    return math.sqrt(variance) / partition_size
+
+
+def expected_rank_error(shape: TreeShape, noise: NoiseDistribution, partition_size: int) -> float:
+    """Expected |rank error| (a fraction of n = ``partition_size``) of a released quantile:
+    √(2/π)·``rank_error_std`` (the error is a sum of many independent noises, so about
+    Gaussian), capped at 1."""
+    return min(1.0, math.sqrt(2.0 / math.pi) * rank_error_std(shape, noise, partition_size))
+
+
+def rank_half_width(
+    shape: TreeShape, noise: NoiseDistribution, partition_size: int, alpha: float
+) -> float:
+    """The (1 − alpha) half-width of the rank error (a fraction of n), z·``rank_error_std``
+    capped at 1: the planning figure of the interval ``NoisyTree.intervals`` releases (which
+    uses the descent's own spread and widens each end to its leaf)."""
+    if not (math.isfinite(alpha) and 0.0 < alpha < 1.0):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    return min(1.0, z * rank_error_std(shape, noise, partition_size))

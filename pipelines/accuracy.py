@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dp_ops.accuracy import Accuracy, count_accuracy, mean_accuracy, sum_accuracy
+from dp_ops.quantile_tree import rank_error_std, rank_half_width
 from dp_ops.selection_rules import (
     GaussianThresholdSelection,
     LaplaceThresholdSelection,
@@ -25,7 +26,7 @@ from dp_ops.selection_rules import (
 from pipelines.config import EPSILON_MAX, ConfigError, JobConfig
 from pipelines.config.accuracy import AccuracyConfig, AccuracyTarget
 from pipelines.metric_kinds import MetricKind, kind_of
-from pipelines.plan import build_plan
+from pipelines.plan import ReleasePlan, build_plan
 from pipelines.plan_description import describe_plan
 
 __all__ = [
@@ -57,16 +58,18 @@ class MetricAccuracy:
     rows: int
     accuracy: Accuracy
     reference: float  # the value a relative target is a fraction of
+    in_ranks: bool = False  # a quantile: std and half-width are fractions of the values
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view."""
-        return {
+        out: dict[str, object] = {
             "units": self.units,
             "rows": self.rows,
             "std": self.accuracy.std,
             "half_width": self.accuracy.half_width,
             "relative_half_width": self.accuracy.half_width / self.reference,
         }
+        return out | ({"measured_in": "ranks"} if self.in_ranks else {})
 
 
 def with_budget(config: JobConfig, epsilon: float, weights: Mapping[str, float]) -> JobConfig:
@@ -77,23 +80,38 @@ def with_budget(config: JobConfig, epsilon: float, weights: Mapping[str, float])
 
 
 def planned(kind: MetricKind) -> bool:
-    """True when accuracy planning covers the kind (counts, sums and means; not trees)."""
-    return not kind.tree and all(part.role in _PLANNED_ROLES for part in kind.parts)
+    """True when accuracy planning covers the kind (counts, sums, means and quantiles)."""
+    return kind.tree or all(part.role in _PLANNED_ROLES for part in kind.parts)
 
 
 def _settings(config: JobConfig) -> AccuracyConfig:
     return config.accuracy if config.accuracy is not None else AccuracyConfig()
 
 
+def _tree_accuracy(plan: ReleasePlan, name: str, units: int, rows: int) -> MetricAccuracy:
+    """A quantile's expected rank error at ``rows`` kept values (each unit keeps at most
+    Linf of its values), in ranks: a fraction of the partition's values (docs/privacy.md
+    §4b). Every rank of the metric reads the same tree, so they share one figure."""
+    tree = next(o.tree for o in plan.trees if o.name == name)
+    assert tree is not None
+    std = rank_error_std(tree.shape, tree.nodes.noise, rows)
+    half_width = rank_half_width(tree.shape, tree.nodes.noise, rows, plan.alpha)
+    accuracy = Accuracy(min(1.0, std), half_width)
+    return MetricAccuracy(name, "quantiles", units, rows, accuracy, 1.0, in_ranks=True)
+
+
 def _metric_accuracy(
-    config: JobConfig, described: dict[str, Any], name: str, units: int
+    config: JobConfig, plan: ReleasePlan, described: dict[str, Any], name: str, units: int
 ) -> MetricAccuracy:
-    """Expected accuracy of metric ``name`` at a partition of ``units`` units."""
-    mechanisms = {m["name"]: m for m in described["mechanisms"]}
+    """Expected accuracy of metric ``name`` at a partition of ``units`` units (``described``:
+    ``describe_plan(plan)``)."""
     metric = next(m for m in config.metrics if m.output_name == name)
     kind = kind_of(metric.metric)
     linf = config.contribution_bounds.max_rows_per_unit_per_partition
     rows = units * min(_settings(config).rows_per_unit, linf)
+    if kind.tree:
+        return _tree_accuracy(plan, name, units, rows)
+    mechanisms = {m["name"]: m for m in described["mechanisms"]}
     parts = {part.role: part for part in kind.parts}
     if kind.noise_is_absolute:  # one part: a count, a count of units, or a sum
         shared = described["shared_parts"].get(name)  # a sum derived from a mean's parts
@@ -129,10 +147,11 @@ def expected_accuracy(
 ) -> dict[str, list[MetricAccuracy]]:
     """Per planned metric, its expected noise at each partition size (``accuracy.units``
     unless ``sizes`` is given). Variance is not planned (its noise depends on the mean)."""
-    described = describe_plan(build_plan(config))
+    plan = build_plan(config)
+    described = describe_plan(plan)
     sizes = sizes or list(_settings(config).units)
     return {
-        m.output_name: [_metric_accuracy(config, described, m.output_name, n) for n in sizes]
+        m.output_name: [_metric_accuracy(config, plan, described, m.output_name, n) for n in sizes]
         for m in config.metrics
         if planned(kind_of(m.metric))
     }
@@ -152,17 +171,25 @@ def _check_targets(config: JobConfig, targets: list[AccuracyTarget]) -> None:
         field = f"accuracy.targets[{index}].metric"
         if target.metric not in kinds:
             raise ConfigError(f"{field}: {target.metric!r} is not a metric of this job")
-        if not planned(kind_of(kinds[target.metric])):
+        kind = kind_of(kinds[target.metric])
+        if not planned(kind):
             raise ConfigError(f"{field}: targets on {kinds[target.metric]} are not supported")
+        if kind.tree and target.half_width is not None:
+            raise ConfigError(
+                f"accuracy.targets[{index}].half_width: a quantile's interval in value units "
+                "depends on the data; give 'relative', a half-width in ranks (0.05: within "
+                "5 percentile points)"
+            )
 
 
 def target_results(config: JobConfig) -> list[dict[str, object]]:
     """Each target of the config with the half-width the config's own budget gives."""
     targets = _settings(config).targets
-    described = describe_plan(build_plan(config))
+    plan = build_plan(config)
+    described = describe_plan(plan)
     out = []
     for target in targets:
-        found = _metric_accuracy(config, described, target.metric, target.units)
+        found = _metric_accuracy(config, plan, described, target.metric, target.units)
         goal = _goal(target, found)
         out.append(
             {
@@ -337,7 +364,8 @@ def plan_report(config: JobConfig, sizes: list[int] | None = None) -> dict[str, 
         "rows_per_unit": settings.rows_per_unit,
         "note": (
             "noise-only intervals, before clamping to the value bounds; means assume a "
-            "true mean at the middle of the bounds"
+            "true mean at the middle of the bounds; quantiles are in ranks (a fraction of "
+            "the partition's values, each unit keeping at most Linf), for spread values"
         ),
         "metrics": {
             name: [item.to_dict() for item in items]

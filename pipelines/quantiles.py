@@ -99,8 +99,7 @@ def tree_step(plan: ReleasePlan) -> TreeStep:
             (names[(r, "value")], names[(r, "ci_low")], names[(r, "ci_high")]) for r in ranks
         )
         trees.append(_Tree(output.tree.shape, output.tree.nodes.noise, ranks, columns))
-    alpha = 1.0 - plan.confidence_level
-    return TreeStep(plan.columns.partition_columns, tuple(trees), alpha)
+    return TreeStep(plan.columns.partition_columns, tuple(trees), plan.alpha)
 
 
 def leaf_counts(cells: DataFrame, plan: ReleasePlan) -> DataFrame:

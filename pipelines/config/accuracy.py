@@ -34,7 +34,9 @@ class AccuracyTarget(_Frozen):
         description=(
             "Half-width as a fraction of the value at that size: counts of rows "
             "units x rows_per_unit, unit counts units, sums units x rows_per_unit x "
-            "max(|lower|, |upper|), means the width of their bounds (upper - lower)."
+            "max(|lower|, |upper|), means the width of their bounds (upper - lower); "
+            "quantiles: a half-width in ranks, a fraction of the partition's values "
+            "(0.05: within 5 percentile points), the only target they take."
         ),
     )
 
