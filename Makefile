@@ -63,7 +63,7 @@ test-airflow: $(STAMP) ## The Airflow DAG test, with Airflow in its own venv (.v
 
 BENCH_ROWS ?= 1000000,10000000
 export BENCH_ROWS
-bench: $(STAMP) ## Benchmarks: samplers vs OpenDP, DP job vs plain groupBy, L0 A/B, bounding utility, 3 tables vs 3 runs, released keys by selection default (BENCH_ROWS=1000000,10000000)
+bench: $(STAMP) ## Benchmarks: samplers vs OpenDP, DP job vs plain groupBy, L0 A/B, bounding utility, 3 tables vs 3 runs, released keys by selection default, quantiles cost and accuracy (BENCH_ROWS=1000000,10000000)
 	$(PY) -m benchmarks
 
 package: $(STAMP) ## Build the wheel and the relocatable environment archive into dist/

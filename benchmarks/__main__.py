@@ -1,5 +1,6 @@
-"""``make bench``: samplers, the pipeline, the L0 A/B, bounding utility and a release of
-several tables against separate runs; one run logged.
+"""``make bench``: samplers, the pipeline, the L0 A/B, bounding utility, a release of
+several tables against separate runs, released keys by selection default, and the cost
+and accuracy of quantiles; one run logged.
 
 Knobs come from the environment (see ``benchmarks.pipeline``): ``BENCH_ROWS``,
 ``BENCH_REPEATS``, ``BENCH_DIR``, ``BENCH_SAMPLERS``, ``BENCH_LOG``. The run appends
@@ -8,7 +9,7 @@ exactly one section to the log, and only after every measurement succeeded.
 
 from __future__ import annotations
 
-from benchmarks import l0_methods, selection, tables, utility
+from benchmarks import l0_methods, quantiles, selection, tables, utility
 from benchmarks.pipeline import BenchOptions, pipeline_section, run_pipeline, say
 from benchmarks.report import append_report, machine_section, sampler_section
 from benchmarks.samplers import sampler_rows
@@ -30,6 +31,8 @@ def main() -> None:
     several = tables.run(options.rows[0], options.repeats, options.work_dir)
     say("released keys and errors: previous default selection against today's")
     keys = selection.run(options.rows, options.repeats, options.work_dir)
+    say(f"quantiles (3 ranks) on the bench job, {options.rows[-1]:,} rows")
+    trees = quantiles.run(options.rows[-1], options.repeats, options.work_dir)
     text = (
         machine_section(machine)
         + "\n"
@@ -42,6 +45,8 @@ def main() -> None:
         + several
         + "\n"
         + keys
+        + "\n"
+        + trees
         + "\n"
         + sampler_section(samplers)
     )

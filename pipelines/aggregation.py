@@ -9,7 +9,7 @@ which ``check_exact_arithmetic`` proves cannot overflow for any input (docs/priv
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.bounding import EXACT, contributions
@@ -22,6 +22,16 @@ def summed_columns(plan: ReleasePlan) -> list[str]:
     return list(contributions(plan))
 
 
+def partition_aggregates(plan: ReleasePlan) -> list[Column]:
+    """The per-partition aggregates of kept cells: units (one cell each), rows, exact sums."""
+    sums = [name for name in summed_columns(plan) if name != ROWS]
+    return [
+        F.count(F.lit(1)).alias(UNITS),
+        F.sum(ROWS).alias(ROWS),
+        *[F.sum(F.col(name).cast(EXACT)).cast(EXACT).alias(name) for name in sums],
+    ]
+
+
 def aggregate_partitions(cells: DataFrame, plan: ReleasePlan) -> DataFrame:
     """One row per partition: units (kept cells), rows and exact integer sums.
 
@@ -29,13 +39,8 @@ def aggregate_partitions(cells: DataFrame, plan: ReleasePlan) -> DataFrame:
     with map-side partial sums.
     """
     keys = [column(name) for name in plan.columns.partition_columns]
-    sums = [name for name in summed_columns(plan) if name != ROWS]
     # One row per partition: distinct units (one cell each), rows, sums (exact integers).
-    return cells.groupBy(*keys).agg(
-        F.count(F.lit(1)).alias(UNITS),
-        F.sum(ROWS).alias(ROWS),
-        *[F.sum(F.col(name).cast(EXACT)).cast(EXACT).alias(name) for name in sums],
-    )
+    return cells.groupBy(*keys).agg(*partition_aggregates(plan))
 
 
 def add_public_partitions(

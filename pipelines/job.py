@@ -48,7 +48,7 @@ from pipelines.noising import NoiseSource, SecureNoise, apply_noise, release_sch
 from pipelines.plan import UNITS, ReleasePlan
 from pipelines.policy import governance_statement
 from pipelines.progress import Progress
-from pipelines.quantiles import stage_trees
+from pipelines.quantiles import aggregate_with_leaves, leaf_rows, partition_rows, stage_trees
 from pipelines.readme import render_readme
 from pipelines.release import (
     MANIFEST,
@@ -98,9 +98,10 @@ def clean_rows(frame: DataFrame, plan: ReleasePlan) -> DataFrame:
 
 def aggregated_frame(
     plan: ReleasePlan, frame: DataFrame, public_keys: DataFrame | None, salt: BoundingSalt
-) -> tuple[DataFrame, ObservedInput, DataFrame]:
+) -> tuple[DataFrame, ObservedInput, DataFrame | None]:
     """The lazy graph from input rows to one exact row per candidate partition (no noise),
-    and the kept cells it sums (which also carry the quantile trees' kept leaves).
+    and, with quantile trees, the one aggregate it is read from that also holds the trees'
+    exact leaf counts (``aggregate_with_leaves``: one pass over the kept cells for both).
 
     The input contract's figures are observed on the way: the action that computes this
     frame is the pass that counts them. With public keys, non-public rows are dropped
@@ -112,10 +113,11 @@ def aggregated_frame(
         # Only rows whose key is public (dropped before bounding).
         rows = rows.join(public_keys, on=list(plan.columns.partition_columns), how="left_semi")
     bounded = bound_contributions(select_encoded(clean_rows(rows, plan), plan), plan, salt)
-    aggregated = aggregate_partitions(bounded, plan)
+    counted = aggregate_with_leaves(bounded, plan) if plan.trees else None
+    aggregated = aggregate_partitions(bounded, plan) if counted is None else partition_rows(counted)
     if public_keys is not None:
         aggregated = add_public_partitions(aggregated, public_keys, plan)
-    return aggregated, observed, bounded
+    return aggregated, observed, counted
 
 
 def public_key_matches(aggregated: DataFrame, listed: int) -> dict[str, object]:
@@ -221,16 +223,15 @@ def _draw_noise(
 
 
 def _draw_trees(
-    run: PreparedRun, index: int, cells: DataFrame, noisy: Path, source: NoiseSource
+    run: PreparedRun, index: int, counted: DataFrame, noisy: Path, source: NoiseSource
 ) -> list[Path]:
-    """Table ``index``'s quantile trees for the partitions staged in ``noisy``, written
-    once to staging; their directory (none without quantiles)."""
+    """Table ``index``'s quantile trees for the partitions staged in ``noisy``, from the
+    leaf counts of ``counted`` (``aggregate_with_leaves``), written once to staging; their
+    directory."""
     table = run.start.plans.tables[index]
-    if not table.plan.trees:
-        return []
     trees = run.staging / TREES_DIR / str(index)
-    with run.progress.data_pass(cells.sparkSession):
-        stage_trees(cells, noisy, table.plan, source, trees)
+    with run.progress.data_pass(counted.sparkSession):
+        stage_trees(leaf_rows(counted, table.plan), noisy, table.plan, source, trees)
     run.progress.step("noise", f"quantile trees {table.spec.name or ''}")
     return [trees]
 
@@ -239,20 +240,18 @@ def _stage_table(run: PreparedRun, index: int, frame: DataFrame, source: NoiseSo
     """Table ``index`` staged in its canonical layout under ``staging/<its directory>``."""
     table = run.start.plans.tables[index]
     plan = table.plan
-    aggregated, observed, cells = aggregated_frame(
+    aggregated, observed, counted = aggregated_frame(
         plan, frame, run.public_keys[index], BoundingSalt.fresh()
     )
     keys = T.StructType([aggregated.schema[n] for n in plan.columns.partition_columns])
-    # One row per kept cell, kept for the trees (only when the plan has quantiles).
-    kept = [cells.persist(StorageLevel.MEMORY_AND_DISK)] if plan.trees else []
-    # One exact row per candidate partition, kept for the pass.
-    aggregated = aggregated.persist(StorageLevel.MEMORY_AND_DISK)
+    # One exact row per candidate partition (with trees: and per non-empty leaf), kept for
+    # the pass: the trees read their leaf counts from it, not the rows again.
+    kept = (aggregated if counted is None else counted).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         noisy = _draw_noise(run, index, aggregated, observed, source)
-        trees = _draw_trees(run, index, cells, noisy, source)
+        trees = [] if counted is None else _draw_trees(run, index, counted, noisy, source)
     finally:
-        for frame_kept in (aggregated, *kept):
-            frame_kept.unpersist()
+        kept.unpersist()
     schema = release_schema(plan, keys)
     # One row per released partition, rewritten in the canonical layout (key order,
     # file count from the released row count): the layout reveals nothing else.

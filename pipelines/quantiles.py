@@ -4,7 +4,8 @@ Invariants (docs/privacy.md §4b):
 - a partition's tree counts only the values its kept cells carry (``bounded_cells``: at
   most Linf per cell, at most L0 cells per unit), so one unit moves each level of a
   partition's node vector by at most Linf;
-- leaf counts are exact integers from a hash aggregate with map-side partial counts;
+- leaf counts are exact integers from the partitions' own hash aggregate
+  (``aggregate_with_leaves``, map-side partial counts, one pass over the kept cells);
   no partition's values are ever collected, only its non-empty leaves (at most
   ``TreeShape.leaves`` per tree, a public bound);
 - trees are built for the partitions the noisy table released only (read back from the
@@ -18,21 +19,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import reduce
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dp_ops.noise import NoiseDistribution
 from dp_ops.quantile_tree import IntArray, NoisyTree, TreeShape
+from pipelines.aggregation import partition_aggregates, summed_columns
 from pipelines.bounding import leaves_column
 from pipelines.noising import NoiseSource
-from pipelines.plan import ReleasePlan
+from pipelines.plan import UNITS, ReleasePlan
 from pipelines.source import column
 
 TREE = "__tree"  # the tree's index in ``ReleasePlan.trees``
@@ -102,32 +104,62 @@ def tree_step(plan: ReleasePlan) -> TreeStep:
     return TreeStep(plan.columns.partition_columns, tuple(trees), plan.alpha)
 
 
-def leaf_counts(cells: DataFrame, plan: ReleasePlan) -> DataFrame:
-    """One row per (partition, tree, non-empty leaf): the exact count of kept values.
+def _entry(tree: Column, leaf: Column) -> Column:
+    """One (tree, leaf) entry of a kept cell; both null: the cell's own (marker) entry."""
+    return F.struct(tree.alias(TREE), leaf.cast(T.LongType()).alias(LEAF))
 
-    Expects the kept cells of ``bound_contributions`` (each tree's leaves column holds at
-    most Linf leaves per cell).
+
+def aggregate_with_leaves(cells: DataFrame, plan: ReleasePlan) -> DataFrame:
+    """The partitions' aggregates and the trees' exact leaf counts in one pass of the cells.
+
+    One row per partition with ``TREE`` and ``LEAF`` null: exactly the row of
+    ``aggregate_partitions``; and one row per (partition, tree, non-empty leaf) whose
+    ``UNITS`` column is the exact count of kept values in that leaf (sums null). Expects the
+    kept cells of ``bound_contributions`` (each tree's leaves column holds at most Linf
+    leaves per cell). One shuffle, with map-side partial sums and counts.
     """
     keys = [column(name) for name in plan.columns.partition_columns]
-    exploded = [
-        # One row per (kept cell, kept value) of tree ``index``: its leaf.
-        cells.select(
-            *keys,
-            F.lit(index).alias(TREE),
-            F.explode(F.col(leaves_column(output.name))).alias(LEAF),
-        )
+    marker = _entry(F.lit(None).cast(T.IntegerType()), F.lit(None))
+    per_tree = [
+        F.transform(F.col(leaves_column(output.name)), partial(_entry, F.lit(index)))
         for index, output in enumerate(plan.trees)
     ]
-    values = reduce(DataFrame.unionByName, exploded)
-    # One row per (partition, tree, leaf): exact counts, partial counts map-side.
-    return values.groupBy(*keys, TREE, LEAF).agg(F.count(F.lit(1)).alias(VALUES))
+    entries = F.concat(F.array(marker), *per_tree)
+    sums = summed_columns(plan)
+    # One row per (kept cell, entry): the marker entry carries the cell's contributions,
+    # each kept value's entry its tree and leaf only.
+    exploded = cells.select(*keys, *sums, F.inline(entries))
+    flat = exploded.select(
+        *keys, TREE, LEAF, *[F.when(F.col(TREE).isNull(), F.col(name)).alias(name) for name in sums]
+    )
+    # One row per partition and per (partition, tree, leaf): exact, partial sums map-side.
+    return flat.groupBy(*keys, TREE, LEAF).agg(*partition_aggregates(plan))
+
+
+def partition_rows(combined: DataFrame) -> DataFrame:
+    """One row per partition of ``aggregate_with_leaves``: ``aggregate_partitions``' row."""
+    return combined.filter(F.col(TREE).isNull()).drop(TREE, LEAF)
+
+
+def leaf_rows(combined: DataFrame, plan: ReleasePlan) -> DataFrame:
+    """One row per (partition, tree, non-empty leaf) of ``aggregate_with_leaves``."""
+    keys = [column(name) for name in plan.columns.partition_columns]
+    leaves = combined.filter(F.col(TREE).isNotNull())
+    return leaves.select(*keys, TREE, LEAF, F.col(UNITS).alias(VALUES))
+
+
+def leaf_counts(cells: DataFrame, plan: ReleasePlan) -> DataFrame:
+    """One row per (partition, tree, non-empty leaf): the exact count of kept values."""
+    return leaf_rows(aggregate_with_leaves(cells, plan), plan)
 
 
 def tree_inputs(counts: DataFrame, released_keys: DataFrame, plan: ReleasePlan) -> DataFrame:
     """One row per released partition: its keys and its non-empty leaves (null if none)."""
     keys = list(plan.columns.partition_columns)
-    # One row per partition with kept values: at most trees × leaves entries (public).
-    nodes = counts.groupBy(*[column(k) for k in keys]).agg(
+    # One row per (released partition, tree, non-empty leaf): the others are never read.
+    released = counts.join(released_keys, on=keys, how="left_semi")
+    # One row per released partition with kept values: at most trees × leaves entries.
+    nodes = released.groupBy(*[column(k) for k in keys]).agg(
         F.collect_list(F.struct(TREE, LEAF, VALUES)).alias(NODES)
     )
     # One row per released partition (the left join keeps partitions without values).
@@ -190,12 +222,13 @@ def noisy_trees(inputs: DataFrame, plan: ReleasePlan, source: NoiseSource) -> Da
 
 
 def stage_trees(
-    cells: DataFrame, noisy: Path, plan: ReleasePlan, source: NoiseSource, out: Path
+    counts: DataFrame, noisy: Path, plan: ReleasePlan, source: NoiseSource, out: Path
 ) -> None:
-    """Write the trees of the partitions staged in ``noisy`` to ``out`` (staging only)."""
-    spark = cells.sparkSession
+    """Write the trees of the partitions staged in ``noisy`` to ``out`` (staging only);
+    ``counts``: the exact leaf counts (``leaf_rows``)."""
+    spark = counts.sparkSession
     keys = list(plan.columns.partition_columns)
     # One row per released partition: its keys, read back from the staged noisy table.
     released = spark.read.parquet(str(noisy)).select(*[column(k) for k in keys])
-    inputs = tree_inputs(leaf_counts(cells, plan), released, plan)
+    inputs = tree_inputs(counts, released, plan)
     noisy_trees(inputs, plan, source).write.mode("errorifexists").parquet(str(out))

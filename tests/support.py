@@ -69,6 +69,14 @@ PLAN_JOB: Mapping[str, Any] = {
 }
 
 
+def public_selection(directory: Path, keys: list[str]) -> dict[str, Any]:
+    """Write ``keys`` as ``directory/keys.csv`` (column ``key``); the ``partition_selection``
+    section that releases exactly them."""
+    path = directory / "keys.csv"
+    path.write_text("key\n" + "".join(f"{key}\n" for key in keys), encoding="utf-8")
+    return {"mechanism": "public", "public_keys": {"path": str(path)}}
+
+
 def write_rows(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Path:
     """Write rows as one Parquet file and return its path."""
     path.parent.mkdir(parents=True, exist_ok=True)

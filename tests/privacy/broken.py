@@ -133,9 +133,9 @@ def passing_output_contract(plan: ReleasePlan, expected: object, data: Path) -> 
 # (iv) Partition selection thresholding on row counts instead of unit counts.
 def aggregated_frame_counting_rows_as_units(
     plan: ReleasePlan, frame: DataFrame, public_keys: DataFrame | None, salt: BoundingSalt
-) -> tuple[DataFrame, ObservedInput, DataFrame]:
-    aggregated, observed, cells = REAL_AGGREGATED_FRAME(plan, frame, public_keys, salt)
-    return aggregated.withColumn(UNITS, F.col(ROWS).cast(T.LongType())), observed, cells
+) -> tuple[DataFrame, ObservedInput, DataFrame | None]:
+    aggregated, observed, counted = REAL_AGGREGATED_FRAME(plan, frame, public_keys, salt)
+    return aggregated.withColumn(UNITS, F.col(ROWS).cast(T.LongType())), observed, counted
 
 
 # Key-leak power check: a selection that keeps a 1-unit key three times too often.

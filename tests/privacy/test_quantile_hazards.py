@@ -38,7 +38,7 @@ from tests.privacy.broken import select_encoded_with_rows_as_units, use_variant
 from tests.privacy.neighbours import EVENTS, QUANTILE_METRIC
 from tests.privacy.recording import RecordingNoise, read_records
 from tests.privacy.test_hazards import chi_square_p, scaled
-from tests.support import audit_config, write_rows
+from tests.support import audit_config, public_selection, write_rows
 
 pytestmark = pytest.mark.usefixtures("audit_limits")
 
@@ -168,14 +168,12 @@ def node_noise(spark: SparkSession, directory: Path) -> tuple[list[int], set[str
     they were drawn from, and the scale the manifest's public description implies."""
     rows = [{"user": f"u{i}", "key": f"k{i % 50}", "value": float(i % 11)} for i in range(500)]
     data = write_rows(directory / "rows.parquet", rows, EVENTS)
-    keys = directory / "keys.csv"
-    keys.write_text("key\n" + "\n".join(f"k{i}" for i in range(NOISE_KEYS)) + "\n")
     raw = audit_config(
         directory / "releases",
         data,
         metrics=[QUANTILE_METRIC],
         budget={"epsilon": TREE_EPSILON, "delta": 0.0},
-        partition_selection={"mechanism": "public", "public_keys": {"path": str(keys)}},
+        partition_selection=public_selection(directory, [f"k{i}" for i in range(NOISE_KEYS)]),
     )
     records = directory / "draws"
     records.mkdir()

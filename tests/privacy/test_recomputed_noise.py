@@ -28,7 +28,7 @@ from pipelines.ledger import SqliteLedger
 from pipelines.release import read_manifest
 from tests.privacy.neighbours import EVENTS
 from tests.privacy.recording import read_records
-from tests.support import audit_config, write_rows
+from tests.support import audit_config, public_selection, write_rows
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = 120
@@ -47,8 +47,6 @@ def write_job(workdir: Path) -> dict[str, Any]:
         for j in range(units_of(i))
     ]
     data = write_rows(workdir / "rows.parquet", rows, EVENTS)
-    keys = workdir / "keys.csv"
-    keys.write_text("key\n" + "\n".join(f"k{i}" for i in range(KEYS)) + "\n")
     raw = audit_config(
         workdir / "releases",
         data,
@@ -57,7 +55,7 @@ def write_job(workdir: Path) -> dict[str, Any]:
             {"metric": "sum", "column": "value", "lower": 0.0, "upper": 10.0},
         ],
         budget={"epsilon": 0.01, "delta": 0.0},
-        partition_selection={"mechanism": "public", "public_keys": {"path": str(keys)}},
+        partition_selection=public_selection(workdir, [f"k{i}" for i in range(KEYS)]),
         post_processing={"clamp_negative_counts": False, "consistent_rows": False},
     )
     (workdir / "config.json").write_text(json.dumps(raw))
