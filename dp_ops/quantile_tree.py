@@ -12,6 +12,8 @@ intervals) is post-processing of the noisy tree and reads no data.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -115,10 +117,18 @@ class TreeShape:
         return self._edges(np.asarray(leaf, dtype=np.int64), self.leaves)
 
     def node_edges(self, level: int, index: int) -> tuple[float, float]:
-        """[low, high) of node ``index`` at ``level`` (0 = the root, height = the leaves)."""
+        """[low, high) of node ``index`` at ``level`` (0 = the root, height = the leaves).
+
+        The same double arithmetic as ``leaf_edges``, on Python floats (one node).
+        """
         _check_bounded_int("level", level, 0, self.height)
-        low, high = self._edges(np.array([index], dtype=np.int64), self.branching**level)
-        return float(low[0]), float(high[0])
+        nodes = self.branching**level
+        if not 0 <= index < nodes:
+            raise ValueError(f"node index must be in [0, {nodes}), got {index!r}")
+        width = (float(self.upper) - float(self.lower)) / nodes
+        low = self.lower + index * width
+        high = float(self.upper) if index == nodes - 1 else self.lower + (index + 1) * width
+        return float(low), min(float(high), float(self.upper))
 
     def _edges(self, index: IntArray, nodes: int) -> tuple[FloatArray, FloatArray]:
         if np.any((index < 0) | (index >= nodes)):
@@ -155,11 +165,10 @@ def _check_ranks(ranks: Sequence[float]) -> FloatArray:
 
 
 def _level_counts(
-    shape: TreeShape, leaves: IntArray, counts: IntArray
+    shape: TreeShape, sorted_leaves: IntArray, sorted_counts: IntArray
 ) -> list[tuple[IntArray, IntArray]]:
-    """Per level 1..height: the sorted indices of non-empty nodes and their exact counts."""
-    order = np.argsort(leaves, kind="stable")
-    sorted_leaves, sorted_counts = leaves[order], counts[order]
+    """Per level 1..height: the sorted indices of non-empty nodes and their exact counts
+    (``sorted_leaves`` ascending, ``sorted_counts`` in the same order)."""
     levels: list[tuple[IntArray, IntArray]] = []
     for level in range(1, shape.height + 1):
         ids = sorted_leaves // shape.branching ** (shape.height - level)
@@ -169,6 +178,21 @@ def _level_counts(
         starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
         levels.append((ids[starts], np.add.reduceat(sorted_counts, starts).astype(np.int64)))
     return levels
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One sibling block's clamped noisy counts as Python ints, with running sums."""
+
+    counts: tuple[int, ...]
+    cumulative: tuple[int, ...]
+    total: int
+
+    @staticmethod
+    def of(clamped: IntArray) -> _Block:
+        counts = tuple(int(c) for c in clamped.tolist())
+        cumulative = tuple(itertools.accumulate(counts))
+        return _Block(counts, cumulative, cumulative[-1])
 
 
 class NoisyTree:
@@ -195,15 +219,18 @@ class NoisyTree:
             raise ValueError("leaves and counts must be 1-D arrays of the same length")
         if np.any((leaf_array < 0) | (leaf_array >= shape.leaves)):
             raise ValueError(f"leaves must be in [0, {shape.leaves})")
-        if np.unique(leaf_array).size != leaf_array.size:
+        order = np.argsort(leaf_array, kind="stable")
+        sorted_leaves = leaf_array[order]
+        if np.any(sorted_leaves[1:] == sorted_leaves[:-1]):
             raise ValueError("leaves must be distinct")
         if np.any(count_array < 0):
             raise ValueError("counts must be >= 0")
         self._shape = shape
         self._noise = noise
         self._draw = draw
-        self._levels = _level_counts(shape, leaf_array, count_array)
-        self._blocks: dict[tuple[int, int], IntArray] = {}
+        self._levels = _level_counts(shape, sorted_leaves, count_array[order])
+        self._blocks: dict[tuple[int, int], _Block] = {}
+        self._descents: dict[float, tuple[float, float]] = {}
         self._draws = 0
 
     @property
@@ -211,7 +238,7 @@ class NoisyTree:
         """Noise values drawn so far (= branching · sibling blocks visited)."""
         return self._draws
 
-    def _children(self, level: int, parent: int) -> IntArray:
+    def _children(self, level: int, parent: int) -> _Block:
         """Noisy counts of ``parent``'s children at ``level`` (1..height), clamped to >= 0.
 
         Drawn on first use and memoised: a node's noise is never drawn twice.
@@ -229,13 +256,13 @@ class NoisyTree:
             if noise.shape != (branching,):
                 raise ValueError(f"draw returned shape {noise.shape}, expected ({branching},)")
             self._draws += branching
-            block = np.maximum(exact + noise, 0)
+            block = _Block.of(np.maximum(exact + noise, 0))
             self._blocks[key] = block
         return block
 
     def noisy_total(self) -> int:
         """N: the sum of the clamped noisy level-1 counts (post-processing)."""
-        return int(self._children(1, 0).sum())
+        return self._children(1, 0).total
 
     def _descend(self, rank: float) -> tuple[float, float]:
         """The value at ``rank`` and the descent's spread Σ_levels Σ_i (r_k − w_ki)².
@@ -243,27 +270,36 @@ class NoisyTree:
         At each node the local rank r_k picks the child where the cumulative clamped count
         crosses r_k·(sum of the children); w_ki is 1 left of it, the fraction f inside it,
         0 right of it, and f is the next local rank. An all-zero node gives its midpoint.
+        Memoised per rank: a rank asked twice of one tree reads the same result.
         """
+        known = self._descents.get(rank)
+        if known is None:
+            known = self._descents[rank] = self._walk(rank)
+        return known
+
+    def _walk(self, rank: float) -> tuple[float, float]:
         shape = self._shape
+        branching = shape.branching
         parent, local, spread = 0, rank, 0.0
         for level in range(1, shape.height + 1):
-            children = self._children(level, parent)
-            total = int(children.sum())
-            if total == 0:
+            block = self._children(level, parent)
+            if block.total == 0:
                 low, high = shape.node_edges(level - 1, parent)
                 return (low + high) / 2.0, spread
-            target = local * total
-            cumulative = np.cumsum(children)
-            chosen = min(int(np.searchsorted(cumulative, target, side="left")), shape.branching - 1)
-            if children[chosen] == 0:  # only when target <= 0 through rounding
-                chosen = int(np.argmax(children > 0))
-            before = float(cumulative[chosen] - children[chosen])
-            fraction = min(1.0, max(0.0, (target - before) / float(children[chosen])))
-            weights = np.zeros(shape.branching, dtype=np.float64)
-            weights[:chosen] = 1.0
-            weights[chosen] = fraction
-            spread += float(np.sum((local - weights) ** 2))
-            parent, local = parent * shape.branching + chosen, fraction
+            target = local * block.total
+            chosen = min(bisect.bisect_left(block.cumulative, target), branching - 1)
+            if block.counts[chosen] == 0:  # only when target <= 0 through rounding
+                chosen = next(i for i, c in enumerate(block.counts) if c > 0)
+            count = block.counts[chosen]
+            before = float(block.cumulative[chosen] - count)
+            fraction = min(1.0, max(0.0, (target - before) / float(count)))
+            # Σ_i (r − w_i)² with w = 1 left of the chosen child, f at it, 0 right of it.
+            spread += (
+                chosen * (local - 1.0) ** 2
+                + (local - fraction) ** 2
+                + (branching - chosen - 1) * local**2
+            )
+            parent, local = parent * branching + chosen, fraction
         low, high = shape.node_edges(shape.height, parent)
         return low + local * (high - low), spread
 

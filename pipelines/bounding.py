@@ -10,9 +10,10 @@ that unit's own rows only, and the sample of a function of them and the per-run 
 
 No sort of row-grain data: rows are shuffled once, by unit, and reduced to cells by a hash
 aggregate; the L0 sample ranks cells (cell grain) within each unit's Spark partition.
-Only when the plan has a quantile tree are rows sorted, inside each unit's Spark partition
-(no extra shuffle): each cell keeps the leaves of its Linf rows of smallest keyed hash of
-(salt, unit, key, leaf, row content) (docs/privacy.md §2 step 4, §4b).
+With a quantile tree, each cell also keeps the leaves of at most Linf of its rows, by a
+keyed hash of (salt, unit, key, leaf, row content) (``leaf_sample``, docs/privacy.md §2
+step 4, §4b): by hash aggregates alone for Linf <= 16, by a window (rows sorted inside
+each unit's Spark partition, no extra shuffle) beyond.
 Every per-cell sum is an exact integer: a sum of non-negative long terms by ``try_sum``,
 so no overflow can raise, whatever order Spark adds the rows in; a cell of at most Linf
 rows never leaves the long range (``check_exact_arithmetic``), and a larger cell whose sum
@@ -42,7 +43,8 @@ CELL_ROWS = "__cell_rows"  # n: the cell's row count before bounding
 CELL_HASH = "__cell_hash"
 CELL_RANK = "__cell_rank"
 ROW_CONTENT = "__row_content"  # unsalted digest of a row's hashable columns (trees only)
-ROW_RANK = "__row_rank"  # a row's rank in its cell by keyed hash (trees only)
+ROW_RANK = "__row_rank"  # a row's rank in its cell by keyed hash (trees, Linf > 16)
+VALUE_SLOT = "__value_slot"  # a row's slot in the sort-free value sample (trees)
 EXACT = T.DecimalType(38, 0)
 LONG_LIMIT = 2**63 - 1
 
@@ -281,32 +283,110 @@ def contributions(plan: ReleasePlan) -> dict[str, Column]:
     return out
 
 
-def _ranked_rows(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> DataFrame:
-    """Each row's rank in its cell by xxhash64(salt, "value", unit, keys, leaves, content),
-    ties broken by the leaves (tied rows then give the same leaves).
+VALUE_SLOTS_PER_LINF = 4  # slots per kept value: a cell of n rows fills min(n, Linf) often
+MAX_VALUE_SLOTS = 64  # past this (Linf > 16) the exact window sample is used instead
+
+
+def value_slots(linf: int) -> int | None:
+    """Slots of the sort-free value sample: the power of two >= 4·Linf, or None past 64."""
+    slots = 1 << max(0, (VALUE_SLOTS_PER_LINF * linf - 1).bit_length())
+    return slots if slots <= MAX_VALUE_SLOTS else None
+
+
+def _value_hash(plan: ReleasePlan, salt: BoundingSalt) -> Column:
+    """xxhash64(salt, "value", unit, keys, leaves, row content): the value sample's key."""
+    keys = [column(name) for name in plan.columns.partition_columns]
+    leaves = [F.col(leaf_column(o.name)) for o in plan.trees]
+    return F.xxhash64(
+        F.lit(salt.value), F.lit("value"), F.col(UNIT), *keys, *leaves, F.col(ROW_CONTENT)
+    )
+
+
+@dataclass(frozen=True)
+class LeafSample:
+    """How a cell's kept leaves are computed: row-grain frame, cell aggregates, cell columns."""
+
+    rows: DataFrame
+    aggregates: list[Column]
+    kept: list[Column]  # per tree: its array of at most Linf kept leaves
+
+
+def _slot_name(metric_name: str, slot: int) -> str:
+    return f"__slot{slot}__{metric_name}"
+
+
+def _slotted_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> LeafSample:
+    """Per cell, the row of smallest keyed hash in each of S hash slots, then the Linf
+    smallest of those S minima: at most Linf leaves, by hash aggregates only (no sort).
+
+    The hash's low bits pick the slot, its high bits order the rows; each tree's leaf is
+    packed under them, so one ``min`` per (slot, tree) picks the same row for every tree.
+    Rows are exchangeable under the hash, so the kept rows are a uniform sample of the
+    cell's rows; a cell of n rows keeps min(Linf, occupied slots) values.
+    """
+    linf = plan.bounds.max_rows_per_unit_per_partition
+    slots = value_slots(linf)
+    assert slots is not None
+    slot_bits = slots.bit_length() - 1
+    leaf_bits = max(o.tree.shape.leaves - 1 for o in plan.trees if o.tree is not None).bit_length()
+    hashed = _value_hash(plan, salt)
+    order = F.shiftleft(F.shiftrightunsigned(hashed, slot_bits + leaf_bits), leaf_bits)
+    packed = {
+        o.name: order.bitwiseOR(F.col(leaf_column(o.name)).cast(T.LongType())) for o in plan.trees
+    }
+    # One row per input row: its slot and, per tree, (order bits, leaf) as one long.
+    rows = by_unit.select(
+        "*",
+        hashed.bitwiseAND(F.lit(slots - 1)).cast(T.IntegerType()).alias(VALUE_SLOT),
+        *[value.alias(_slot_name(name, -1)) for name, value in packed.items()],
+    )
+    aggregates = [
+        F.min(F.when(F.col(VALUE_SLOT) == F.lit(slot), F.col(_slot_name(o.name, -1)))).alias(
+            _slot_name(o.name, slot)
+        )
+        for o in plan.trees
+        for slot in range(slots)
+    ]
+    mask = F.lit((1 << leaf_bits) - 1)
+    kept = []
+    for o in plan.trees:
+        minima = F.array(*[F.col(_slot_name(o.name, slot)) for slot in range(slots)])
+        smallest = F.slice(F.array_sort(F.filter(minima, lambda m: m.isNotNull())), 1, linf)
+        leaves = F.transform(smallest, lambda m: m.bitwiseAND(mask).cast(T.IntegerType()))
+        kept.append(leaves.alias(leaves_column(o.name)))
+    return LeafSample(rows, aggregates, kept)
+
+
+def _ranked_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> LeafSample:
+    """Per cell, the leaves of its Linf rows of smallest keyed hash, exactly (Linf > 16).
 
     A window partitioned by (unit, keys) over rows already hash-partitioned by unit: a
-    sort inside each Spark partition, no shuffle; it spills for a cell of any size.
+    sort inside each Spark partition, no shuffle; it spills for a cell of any size. Ties
+    are broken by the leaves (tied rows then give the same leaves).
     """
     keys = [column(name) for name in plan.columns.partition_columns]
     leaves = [F.col(leaf_column(o.name)) for o in plan.trees]
-    ranked = F.xxhash64(
-        F.lit(salt.value), F.lit("value"), F.col(UNIT), *keys, *leaves, F.col(ROW_CONTENT)
-    )
-    in_cell = Window.partitionBy(UNIT, *keys).orderBy(ranked, *leaves)
+    in_cell = Window.partitionBy(UNIT, *keys).orderBy(_value_hash(plan, salt), *leaves)
     # One row per input row, with its rank in its cell.
-    return by_unit.withColumn(ROW_RANK, F.row_number().over(in_cell))
-
-
-def _kept_leaves(plan: ReleasePlan) -> list[Column]:
-    """Per tree metric, the cell's leaves of its Linf rows of smallest rank (at most Linf)."""
+    rows = by_unit.withColumn(ROW_RANK, F.row_number().over(in_cell))
     linf = plan.bounds.max_rows_per_unit_per_partition
-    return [
+    aggregates = [
         F.collect_list(F.when(F.col(ROW_RANK) <= F.lit(linf), F.col(leaf_column(o.name)))).alias(
             leaves_column(o.name)
         )
         for o in plan.trees
     ]
+    return LeafSample(rows, aggregates, [F.col(leaves_column(o.name)) for o in plan.trees])
+
+
+def leaf_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> LeafSample:
+    """Each cell's kept leaves per tree: at most Linf, chosen by the keyed value hash.
+
+    Sort-free slots for Linf <= 16 (``_slotted_sample``), the exact window beyond.
+    """
+    if value_slots(plan.bounds.max_rows_per_unit_per_partition) is None:
+        return _ranked_sample(by_unit, plan, salt)
+    return _slotted_sample(by_unit, plan, salt)
 
 
 def bounded_cells(
@@ -316,26 +396,26 @@ def bounded_cells(
 
     Rows are shuffled once, by unit (the one row-grain shuffle), and reduced to cells by a
     hash aggregate (no sort); the cells stay hash-partitioned by unit. With quantile
-    trees (``salt`` required), rows are first ranked in their cell (``_ranked_rows``) and
-    each cell carries each tree's kept leaves (``leaves_column``).
+    trees (``salt`` required), each cell also carries each tree's kept leaves
+    (``leaf_sample``, ``leaves_column``).
     """
     keys = [column(name) for name in plan.columns.partition_columns]
     # One row per input row, hash-partitioned by unit.
     by_unit = encoded.repartition(UNIT)
-    trees = [leaves_column(o.name) for o in plan.trees]
-    if trees:
-        assert salt is not None, "quantile trees rank rows by a keyed hash: pass the salt"
-        by_unit = _ranked_rows(by_unit, plan, salt)
-    # One row per (unit, partition) cell: n, the exact sums, kept leaves (same partitioning).
-    cells = by_unit.groupBy(UNIT, *keys).agg(
-        F.count(F.lit(1)).alias(CELL_ROWS), *_cell_sums(plan), *_kept_leaves(plan)
+    sample = LeafSample(by_unit, [], [])
+    if plan.trees:
+        assert salt is not None, "quantile trees sample values by a keyed hash: pass the salt"
+        sample = leaf_sample(by_unit, plan, salt)
+    # One row per (unit, partition) cell: n, the exact sums, the leaf sample's aggregates.
+    cells = sample.rows.groupBy(UNIT, *keys).agg(
+        F.count(F.lit(1)).alias(CELL_ROWS), *_cell_sums(plan), *sample.aggregates
     )
     # One row per cell: its bounded contribution to every aggregate, and kept leaves.
     return cells.select(
         UNIT,
         *keys,
         *[value.alias(name) for name, value in contributions(plan).items()],
-        *trees,
+        *sample.kept,
     )
 
 

@@ -167,7 +167,8 @@ def tree_inputs(counts: DataFrame, released_keys: DataFrame, plan: ReleasePlan) 
 
 
 def _flat_nodes(batch: pa.RecordBatch) -> tuple[IntArray, IntArray, IntArray, IntArray]:
-    """Row index, tree index, leaf and count of every node entry of the batch."""
+    """Row index (ascending: entries stay in row order), tree index, leaf and count of
+    every node entry of the batch."""
     nodes = batch.column(NODES)
     parents = np.asarray(pc.list_parent_indices(nodes), dtype=np.int64)
     flat = pc.list_flatten(nodes)
@@ -183,15 +184,17 @@ def tree_batch(step: TreeStep, batch: pa.RecordBatch, draw: PooledDraws) -> pa.R
     """
     rows = batch.num_rows
     parents, trees, leaves, counts = _flat_nodes(batch)
-    order = np.lexsort((leaves, trees, parents))
-    group = (parents * len(step.trees) + trees)[order]
+    bounds = np.searchsorted(parents, np.arange(rows + 1))
     out = {name: np.empty(rows, dtype=np.float64) for name in step.columns}
-    for index, tree in enumerate(step.trees):
-        for row in range(rows):
-            wanted = row * len(step.trees) + index
-            lo, hi = np.searchsorted(group, [wanted, wanted + 1])
-            picked = order[lo:hi]
-            noisy = NoisyTree(tree.shape, leaves[picked], counts[picked], tree.noise, draw)
+    for row in range(rows):
+        lo, hi = int(bounds[row]), int(bounds[row + 1])
+        for index, tree in enumerate(step.trees):
+            mine = (
+                slice(lo, hi)
+                if len(step.trees) == 1
+                else lo + np.flatnonzero(trees[lo:hi] == index)
+            )
+            noisy = NoisyTree(tree.shape, leaves[mine], counts[mine], tree.noise, draw)
             values = noisy.quantiles(tree.ranks)
             low, high = noisy.intervals(tree.ranks, step.alpha)
             for position, (value, ci_low, ci_high) in enumerate(tree.columns):

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pytest
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.functions import pandas_udf
@@ -28,8 +28,8 @@ from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from dp_ops.quantile_tree import tree_sensitivity
 from dp_ops.samplers import sample_bernoulli
 from pipelines.bounding import (
-    ROW_RANK,
     BoundingSalt,
+    LeafSample,
     bound_contributions,
     leaf_column,
     leaves_column,
@@ -78,13 +78,14 @@ def select_encoded_with_rows_as_units(rows: DataFrame, plan: ReleasePlan) -> Dat
 
 
 # Quantiles with Linf ignored for values: a cell keeps the leaves of all its rows.
-def kept_leaves_ignoring_linf(plan: ReleasePlan) -> list[Column]:
-    return [
-        F.collect_list(F.when(F.col(ROW_RANK) > 0, F.col(leaf_column(o.name)))).alias(
-            leaves_column(o.name)
-        )
-        for o in plan.trees
+def leaf_sample_ignoring_linf(
+    by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt
+) -> LeafSample:
+    names = [leaves_column(o.name) for o in plan.trees]
+    everything = [
+        F.collect_list(leaf_column(o.name)).alias(n) for o, n in zip(plan.trees, names, strict=True)
     ]
+    return LeafSample(by_unit, everything, [F.col(n) for n in names])
 
 
 # Quantiles: the tree's sensitivity computed as if it had one level (height left out).
@@ -185,7 +186,7 @@ def use_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> object | None:
     if variant == "l0_ignored":
         monkeypatch.setattr(pipelines.job, "bound_contributions", bound_contributions_ignoring_l0)
     elif variant == "linf_ignored_for_values":
-        monkeypatch.setattr(pipelines.bounding, "_kept_leaves", kept_leaves_ignoring_linf)
+        monkeypatch.setattr(pipelines.bounding, "leaf_sample", leaf_sample_ignoring_linf)
     elif variant == "tree_height_ignored":
         patched = tree_sensitivity_ignoring_height
         monkeypatch.setattr(pipelines.plan_metrics, "tree_sensitivity", patched)

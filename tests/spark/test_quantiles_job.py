@@ -20,6 +20,7 @@ from pipelines.bounding import (
     encode_leaf,
     leaves_column,
     select_encoded,
+    value_slots,
 )
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
@@ -69,10 +70,14 @@ def test_spark_leaf_matches_the_tree_shape(spark: SparkSession) -> None:
 
 
 def _cells(
-    spark: SparkSession, tmp_path: Path, rows: list[dict[str, Any]], salt: BoundingSalt
+    spark: SparkSession,
+    tmp_path: Path,
+    rows: list[dict[str, Any]],
+    salt: BoundingSalt,
+    linf: int = 2,
 ) -> tuple[ReleasePlan, DataFrame]:
     data = write_rows(tmp_path / "in" / f"rows{len(rows)}.parquet", rows, ROWS)
-    plan = build_plan(config_from_mapping(_job(tmp_path, data, linf=2)))
+    plan = build_plan(config_from_mapping(_job(tmp_path, data, linf=linf)))
     frame = spark.read.parquet(str(data))
     return plan, bound_contributions(select_encoded(frame, plan), plan, salt)
 
@@ -112,6 +117,46 @@ def test_the_cell_sample_is_uniform_over_rows_not_over_values(
     high = TreeShape(0.0, 100.0).leaf_of(np.array([90.0]))[0]
     with_high = sum(high in r[leaves_column("v")] for r in cells.collect())
     assert 40 <= with_high <= 120
+
+
+def test_slots_grow_with_linf_and_give_way_to_the_exact_window_past_sixteen() -> None:
+    """4·Linf slots rounded up to a power of two, at most 64; past that, no slots."""
+    assert [value_slots(linf) for linf in (1, 2, 3, 16, 17)] == [4, 8, 16, 64, None]
+
+
+def test_a_slotted_cell_of_linf_rows_keeps_both_unless_they_share_a_slot(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Linf = 2 (8 slots): 400 cells of 2 rows each keep both rows when their hashes fall
+    in different slots, probability 7/8 (mean 350 of 400, sd 6.6), and one row otherwise;
+    never more than 2. Bounds [320, 380] fail falsely with probability < 1e-5; a sample
+    that kept every row (or one per cell) would give 400 (or 0)."""
+    rows = [
+        {"user": f"u{u}", "key": "A", "value": float(i), "ts": i}
+        for u in range(400)
+        for i in range(2)
+    ]
+    _, cells = _cells(spark, tmp_path, rows, BoundingSalt.fresh())
+    sizes = [len(r[leaves_column("v")]) for r in cells.collect()]
+    assert set(sizes) <= {1, 2} and 320 <= sizes.count(2) <= 380
+
+
+def test_past_sixteen_values_a_cell_keeps_exactly_linf_by_the_window(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Linf = 20 (no slots): a cell of 30 rows keeps exactly 20 of its values, one of 5
+    keeps all 5, and the same salt keeps the same values whatever the input's order."""
+    rows = [{"user": "u1", "key": "A", "value": float(i), "ts": i} for i in range(30)]
+    rows += [{"user": "u2", "key": "A", "value": float(60 + i), "ts": i} for i in range(5)]
+    salt = BoundingSalt.fresh()
+    plan, cells = _cells(spark, tmp_path, rows, salt, linf=20)
+    kept = {r["__unit"]: sorted(r[leaves_column("v")]) for r in cells.collect()}
+    shape = TreeShape(0.0, 100.0)
+    assert len(kept["u1"]) == 20 and len(set(kept["u1"])) == 20
+    assert kept["u2"] == shape.leaf_of(np.array([60.0, 61.0, 62.0, 63.0, 64.0])).tolist()
+    shuffled = spark.read.parquet(str(tmp_path / "in" / "rows35.parquet")).orderBy(F.rand())
+    again = bound_contributions(select_encoded(shuffled.repartition(5), plan), plan, salt)
+    assert {r["__unit"]: sorted(r[leaves_column("v")]) for r in again.collect()} == kept
 
 
 def _release(spark: SparkSession, tmp: Path, raw: dict[str, Any]) -> tuple[Path, pa.Table]:
