@@ -312,7 +312,13 @@ class LeafSample:
 
 
 def _slot_name(metric_name: str, slot: int) -> str:
+    """A tree's cell-grain minimum of one slot."""
     return f"__slot{slot}__{metric_name}"
+
+
+def _packed_name(metric_name: str) -> str:
+    """A tree's row-grain (order bits, leaf) long."""
+    return f"__packed__{metric_name}"
 
 
 def _slotted_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> LeafSample:
@@ -338,10 +344,10 @@ def _slotted_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -
     rows = by_unit.select(
         "*",
         hashed.bitwiseAND(F.lit(slots - 1)).cast(T.IntegerType()).alias(VALUE_SLOT),
-        *[value.alias(_slot_name(name, -1)) for name, value in packed.items()],
+        *[value.alias(_packed_name(name)) for name, value in packed.items()],
     )
     aggregates = [
-        F.min(F.when(F.col(VALUE_SLOT) == F.lit(slot), F.col(_slot_name(o.name, -1)))).alias(
+        F.min(F.when(F.col(VALUE_SLOT) == F.lit(slot), F.col(_packed_name(o.name)))).alias(
             _slot_name(o.name, slot)
         )
         for o in plan.trees
