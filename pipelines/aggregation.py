@@ -12,7 +12,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.bounding import EXACT, contributions
+from pipelines.cell_rules import EXACT, contributions
 from pipelines.plan import ROWS, UNITS, ReleasePlan
 from pipelines.source import column
 

@@ -14,18 +14,12 @@ With a quantile tree, each cell also keeps the leaves of at most Linf of its row
 keyed hash of (salt, unit, key, leaf, row content) (``leaf_sample``, docs/privacy.md §2
 step 4, §4b): by hash aggregates alone for Linf <= 16, by a window (rows sorted inside
 each unit's Spark partition, no extra shuffle) beyond.
-Every per-cell sum is an exact integer: a sum of non-negative long terms by ``try_sum``,
-so no overflow can raise, whatever order Spark adds the rows in; a cell of at most Linf
-rows never leaves the long range (``check_exact_arithmetic``), and a larger cell whose sum
-does (millions of one unit's rows in one partition) is null and contributes a fixed
-value of its allowed range, still a function of that unit's rows only. Scaling by c/n is
-exact decimal(38,0) arithmetic with integer division toward zero.
+The per-cell rules and their exact arithmetic live in ``pipelines.cell_rules``.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
@@ -33,38 +27,23 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dp_ops.quantile_tree import TreeShape
+from pipelines.cell_rules import (
+    CELL_ROWS,
+    cell_sums,
+    contributions,
+    encoded_column,
+    encoded_columns,
+)
 from pipelines.derivation import Encoding
-from pipelines.metric_kinds import ROWS
 from pipelines.plan import ReleasePlan
 from pipelines.source import column
 
 UNIT = "__unit"
-CELL_ROWS = "__cell_rows"  # n: the cell's row count before bounding
 CELL_HASH = "__cell_hash"
 CELL_RANK = "__cell_rank"
 ROW_CONTENT = "__row_content"  # unsalted digest of a row's hashable columns (trees only)
 ROW_RANK = "__row_rank"  # a row's rank in its cell by keyed hash (trees, Linf > 16)
 VALUE_SLOT = "__value_slot"  # a row's slot in the sort-free value sample (trees)
-EXACT = T.DecimalType(38, 0)
-LONG_LIMIT = 2**63 - 1
-
-
-def encoded_column(metric_name: str) -> str:
-    """Name of a metric's integer-encoded value column (see ``encoded_columns``)."""
-    return f"__units__{metric_name}"
-
-
-def encoded_columns(plan: ReleasePlan) -> dict[str, str]:
-    """Each measured metric's encoded column; metrics with equal encodings share one.
-
-    Sum and mean of one column with the same bounds and grid are the same integers, so
-    they are encoded, shuffled and summed once, under the first metric's name.
-    """
-    first: dict[Encoding, str] = {}
-    return {
-        name: encoded_column(first.setdefault(encoding, name))
-        for name, encoding in plan.encodings.items()
-    }
 
 
 @dataclass(frozen=True)
@@ -162,133 +141,12 @@ def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
     )
 
 
-def _offset_sum(encoded: str) -> str:
-    return f"__offset_sum{encoded}"
-
-
-def _square_sum(encoded: str) -> str:
-    return f"__square_sum{encoded}"
-
-
-def _centred(units: Column, encoding: Encoding) -> Column:
-    # y = 2 (units − lo) − width lies in [−width, width]; a long (|y| <= 2**41).
-    return (units - F.lit(encoding.lo_units)) * F.lit(2) - F.lit(encoding.width)
-
-
-def _cell_sums(plan: ReleasePlan) -> list[Column]:
-    """The cell aggregate's exact sums: per encoding Σ(units − lo) and, for variances, Σy².
-
-    Every summed term is non-negative, so a long ``try_sum`` is null exactly when the
-    cell's total passes the long range, whatever the order Spark adds the rows in.
-    """
-    columns = encoded_columns(plan)
-    sums: dict[str, Column] = {}
-    for output in plan.outputs:
-        encoding = output.encoding
-        if encoding is None or not output.aggregates_column:
-            continue
-        encoded = columns[output.name]
-        units = F.col(encoded)
-        sums.setdefault(_offset_sum(encoded), F.try_sum(units - F.lit(encoding.lo_units)))
-        if any(p.term == "centred_squared" for p in output.kind.parts):
-            # Linf·width² fits a long (check_exact_arithmetic), so a cell of at most Linf
-            # rows never passes the long range.
-            y = _centred(units, encoding)
-            sums.setdefault(_square_sum(encoded), F.try_sum(y * y))
-    return [total.alias(name) for name, total in sums.items()]
-
-
-def _div(numerator: Column, denominator: Column) -> Column:
-    """Integer division toward zero (Spark's ``div``) of decimal(38,0) operands, as a long.
-
-    Callers guarantee that the quotient fits a long.
-    """
-    return F.call_function("div", numerator.cast(EXACT), denominator.cast(EXACT))
-
-
-@dataclass(frozen=True)
-class _Cell:
-    """What one cell rule needs: Linf, the encoding, and the cell's sums."""
-
-    linf: int
-    encoding: Encoding
-    offset: Column  # Σ (units − lo) >= 0; null past the long range
-    squares: Column | None  # Σ y² >= 0, for variances; null past the long range
-
-
-def _bounded_sum(cell: _Cell) -> Column:
-    """SUM: the cell's total clamped to [c·lo, c·hi] (for n <= Linf: exact, inside already)."""
-    e, linf, n = cell.encoding, cell.linf, F.col(CELL_ROWS)
-    exact = cell.offset + n * F.lit(e.lo_units)
-    # n > Linf: c = Linf, and T = Σ(units − lo) + (n − Linf)·lo is clamped to [0, Linf·width].
-    shift = (n - F.lit(linf)).cast(EXACT) * F.lit(e.lo_units).cast(EXACT)
-    over = (cell.offset.cast(EXACT) + shift).cast(EXACT)
-    clamped = F.least(F.greatest(over, F.lit(0).cast(EXACT)), F.lit(linf * e.width).cast(EXACT))
-    large = F.lit(linf * e.lo_units) + clamped.cast(T.LongType())
-    # Past the long range (null): the value of [c·lo, c·hi] nearest 0.
-    fallback = F.lit(min(max(0, linf * e.lo_units), linf * e.hi_units))
-    return F.when(n <= F.lit(linf), exact).otherwise(
-        F.when(cell.offset.isNull(), fallback).otherwise(large)
-    )
-
-
-def _bounded_centred(cell: _Cell) -> Column:
-    """MEAN: Σy with y = 2·(units − lo) − width, scaled by c/n with rounding toward zero."""
-    e, linf, n = cell.encoding, cell.linf, F.col(CELL_ROWS)
-    exact = cell.offset * F.lit(2) - n * F.lit(e.width)
-    # |Σy| <= n·2**41 and Linf <= 2**20, so Σy·Linf fits decimal(38,0).
-    wide = cell.offset.cast(EXACT) * F.lit(2) - n.cast(EXACT) * F.lit(e.width)
-    scaled = _div(wide.cast(EXACT) * F.lit(linf).cast(EXACT), n)
-    return F.when(n <= F.lit(linf), exact).otherwise(
-        F.when(cell.offset.isNull(), F.lit(0)).otherwise(scaled)
-    )
-
-
-def _bounded_squares(cell: _Cell) -> Column:
-    """VARIANCE: Σy², scaled by c/n with rounding toward zero (Σy² >= 0)."""
-    assert cell.squares is not None
-    linf, n = cell.linf, F.col(CELL_ROWS)
-    # Σy² < 2**63 (else null) and Linf <= 2**20: the product fits decimal(38,0), and the
-    # quotient, at most Linf·width², a long (check_exact_arithmetic).
-    scaled = _div(cell.squares.cast(EXACT) * F.lit(linf).cast(EXACT), n)
-    return F.when(n <= F.lit(linf), cell.squares).otherwise(
-        F.when(cell.squares.isNull(), F.lit(0)).otherwise(scaled)
-    )
-
-
-#: How a cell's bounded contribution to a part is computed, by ``Part.term``.
-CELL_RULES: dict[str, Callable[[_Cell], Column]] = {
-    "units": _bounded_sum,
-    "centred": _bounded_centred,
-    "centred_squared": _bounded_squares,
-}
-
-
-def contributions(plan: ReleasePlan) -> dict[str, Column]:
-    """Every cell's bounded contribution, by aggregated column (see ``CELL_RULES``)."""
-    linf = plan.bounds.max_rows_per_unit_per_partition
-    columns = encoded_columns(plan)
-    out: dict[str, Column] = {ROWS: F.least(F.col(CELL_ROWS), F.lit(linf))}
-    for output in plan.outputs:
-        encoding = output.encoding
-        if encoding is None or not output.aggregates_column:
-            continue
-        encoded = columns[output.name]
-        cell = _Cell(linf, encoding, F.col(_offset_sum(encoded)), F.col(_square_sum(encoded)))
-        for part in output.kind.parts:
-            if part.term is None:
-                continue
-            # A long: |contribution| <= Linf·(row bound) < 2**63 (check_exact_arithmetic).
-            out[part.source(output.name)] = CELL_RULES[part.term](cell).cast(T.LongType())
-    return out
-
-
-VALUE_SLOTS_PER_LINF = 4  # slots per kept value: a cell of n rows fills min(n, Linf) often
-MAX_VALUE_SLOTS = 64  # past this (Linf > 16) the exact window sample is used instead
+VALUE_SLOTS_PER_LINF = 2  # hash slots per kept value, each keeping its min and max row
+MAX_VALUE_SLOTS = 32  # past this (Linf > 16) the exact window sample is used instead
 
 
 def value_slots(linf: int) -> int | None:
-    """Slots of the sort-free value sample: the power of two >= 4·Linf, or None past 64."""
+    """Slots of the sort-free value sample: the power of two >= 2·Linf, or None past 32."""
     slots = 1 << max(0, (VALUE_SLOTS_PER_LINF * linf - 1).bit_length())
     return slots if slots <= MAX_VALUE_SLOTS else None
 
@@ -311,9 +169,9 @@ class LeafSample:
     kept: list[Column]  # per tree: its array of at most Linf kept leaves
 
 
-def _slot_name(metric_name: str, slot: int) -> str:
-    """A tree's cell-grain minimum of one slot."""
-    return f"__slot{slot}__{metric_name}"
+def _slot_name(metric_name: str, slot: int, end: str) -> str:
+    """A tree's cell-grain minimum or maximum (``end``) of one slot."""
+    return f"__slot{slot}{end}__{metric_name}"
 
 
 def _packed_name(metric_name: str) -> str:
@@ -322,13 +180,14 @@ def _packed_name(metric_name: str) -> str:
 
 
 def _slotted_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> LeafSample:
-    """Per cell, the row of smallest keyed hash in each of S hash slots, then the Linf
-    smallest of those S minima: at most Linf leaves, by hash aggregates only (no sort).
+    """Per cell, the rows of smallest and largest keyed hash in each of S hash slots, then
+    the Linf smallest of those candidates: at most Linf leaves, by hash aggregates only.
 
     The hash's low bits pick the slot, its high bits order the rows; each tree's leaf is
-    packed under them, so one ``min`` per (slot, tree) picks the same row for every tree.
-    Rows are exchangeable under the hash, so the kept rows are a uniform sample of the
-    cell's rows; a cell of n rows keeps min(Linf, occupied slots) values.
+    packed under them, so one ``min`` and one ``max`` per (slot, tree) pick the same rows
+    for every tree. A cell loses none of its n <= Linf rows unless three share a slot
+    (never for Linf <= 2). Rows are exchangeable under the hash, so the kept rows are a
+    uniform sample of the cell's rows.
     """
     linf = plan.bounds.max_rows_per_unit_per_partition
     slots = value_slots(linf)
@@ -346,18 +205,22 @@ def _slotted_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -
         hashed.bitwiseAND(F.lit(slots - 1)).cast(T.IntegerType()).alias(VALUE_SLOT),
         *[value.alias(_packed_name(name)) for name, value in packed.items()],
     )
+    ends = {"min": F.min, "max": F.max}
     aggregates = [
-        F.min(F.when(F.col(VALUE_SLOT) == F.lit(slot), F.col(_packed_name(o.name)))).alias(
-            _slot_name(o.name, slot)
+        ends[end](F.when(F.col(VALUE_SLOT) == F.lit(slot), F.col(_packed_name(o.name)))).alias(
+            _slot_name(o.name, slot, end)
         )
         for o in plan.trees
         for slot in range(slots)
+        for end in ends
     ]
     mask = F.lit((1 << leaf_bits) - 1)
     kept = []
     for o in plan.trees:
-        minima = F.array(*[F.col(_slot_name(o.name, slot)) for slot in range(slots)])
-        smallest = F.slice(F.array_sort(F.filter(minima, lambda m: m.isNotNull())), 1, linf)
+        ends_of = [F.col(_slot_name(o.name, slot, end)) for slot in range(slots) for end in ends]
+        # A slot of one row gives it as both ends: distinct rows only.
+        candidates = F.array_distinct(F.filter(F.array(*ends_of), lambda m: m.isNotNull()))
+        smallest = F.slice(F.array_sort(candidates), 1, linf)
         leaves = F.transform(smallest, lambda m: m.bitwiseAND(mask).cast(T.IntegerType()))
         kept.append(leaves.alias(leaves_column(o.name)))
     return LeafSample(rows, aggregates, kept)
@@ -414,7 +277,7 @@ def bounded_cells(
         sample = leaf_sample(by_unit, plan, salt)
     # One row per (unit, partition) cell: n, the exact sums, the leaf sample's aggregates.
     cells = sample.rows.groupBy(UNIT, *keys).agg(
-        F.count(F.lit(1)).alias(CELL_ROWS), *_cell_sums(plan), *sample.aggregates
+        F.count(F.lit(1)).alias(CELL_ROWS), *cell_sums(plan), *sample.aggregates
     )
     # One row per cell: its bounded contribution to every aggregate, and kept leaves.
     return cells.select(

@@ -54,7 +54,7 @@ class Part:
     #: metric's own column ``<prefix>__<metric>``.
     column: str
     #: How a cell's bounded contribution to the column is computed (see
-    #: bounding.CELL_RULES: "units" for sums, "centred", "centred_squared"); None
+    #: cell_rules.CELL_RULES: "units" for sums, "centred", "centred_squared"); None
     #: for ROWS and UNITS, which are counted.
     term: str | None
     row_bound: Callable[[Encoding | None], int]

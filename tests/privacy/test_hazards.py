@@ -33,14 +33,8 @@ from scipy.stats import chi2
 import pipelines.job
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from pipelines.aggregation import aggregate_partitions
-from pipelines.bounding import (
-    EXACT,
-    UNIT,
-    BoundingSalt,
-    bound_contributions,
-    encode_value,
-    encoded_column,
-)
+from pipelines.bounding import UNIT, BoundingSalt, bound_contributions, encode_value
+from pipelines.cell_rules import EXACT, encoded_column
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
 from pipelines.ledger import SqliteLedger

@@ -19,10 +19,9 @@ from pipelines.bounding import (
     UNIT,
     BoundingSalt,
     bound_contributions,
-    encoded_column,
-    encoded_columns,
     select_encoded,
 )
+from pipelines.cell_rules import encoded_column, encoded_columns
 from pipelines.job import clean_rows
 from pipelines.metric_kinds import ROWS
 from pipelines.plan import ReleasePlan, build_plan

@@ -120,25 +120,33 @@ def test_the_cell_sample_is_uniform_over_rows_not_over_values(
 
 
 def test_slots_grow_with_linf_and_give_way_to_the_exact_window_past_sixteen() -> None:
-    """4·Linf slots rounded up to a power of two, at most 64; past that, no slots."""
-    assert [value_slots(linf) for linf in (1, 2, 3, 16, 17)] == [4, 8, 16, 64, None]
+    """2·Linf slots rounded up to a power of two, at most 32; past that, no slots."""
+    assert [value_slots(linf) for linf in (1, 2, 3, 16, 17)] == [2, 4, 8, 32, None]
 
 
-def test_a_slotted_cell_of_linf_rows_keeps_both_unless_they_share_a_slot(
+def test_a_slotted_cell_of_at_most_linf_rows_loses_one_only_when_three_share_a_slot(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    """Linf = 2 (8 slots): 400 cells of 2 rows each keep both rows when their hashes fall
-    in different slots, probability 7/8 (mean 350 of 400, sd 6.6), and one row otherwise;
-    never more than 2. Bounds [320, 380] fail falsely with probability < 1e-5; a sample
-    that kept every row (or one per cell) would give 400 (or 0)."""
-    rows = [
+    """Each slot keeps its smallest and largest row. Linf = 2 (4 slots): 300 cells of 2
+    rows all keep both. Linf = 3 (8 slots): of 1,000 cells of 3 rows, those whose three
+    rows share one slot (probability 1/64: mean 15.6) keep 2, the rest all 3; never more
+    than Linf. Bounds [3, 35] fail falsely with probability < 1e-4; a slot keeping only
+    its smallest row loses a row whenever two share a slot (probability 0.34: about 340)."""
+    pairs = [
         {"user": f"u{u}", "key": "A", "value": float(i), "ts": i}
-        for u in range(400)
+        for u in range(300)
         for i in range(2)
     ]
-    _, cells = _cells(spark, tmp_path, rows, BoundingSalt.fresh())
+    _, cells = _cells(spark, tmp_path, pairs, BoundingSalt.fresh())
+    assert [len(r[leaves_column("v")]) for r in cells.collect()] == [2] * 300
+    triples = [
+        {"user": f"u{u}", "key": "A", "value": float(i), "ts": i}
+        for u in range(1000)
+        for i in range(3)
+    ]
+    _, cells = _cells(spark, tmp_path, triples, BoundingSalt.fresh(), linf=3)
     sizes = [len(r[leaves_column("v")]) for r in cells.collect()]
-    assert set(sizes) <= {1, 2} and 320 <= sizes.count(2) <= 380
+    assert set(sizes) <= {2, 3} and 3 <= sizes.count(2) <= 35
 
 
 def test_past_sixteen_values_a_cell_keeps_exactly_linf_by_the_window(
