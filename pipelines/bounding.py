@@ -26,7 +26,6 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from dp_ops.quantile_tree import TreeShape
 from pipelines.cell_rules import (
     CELL_ROWS,
     cell_sums,
@@ -35,13 +34,18 @@ from pipelines.cell_rules import (
     encoded_columns,
 )
 from pipelines.derivation import Encoding
+from pipelines.leaf_entries import (
+    LeafEntries,
+    encode_leaf,
+    leaves_column,
+    row_entry_column,
+)
 from pipelines.plan import ReleasePlan
 from pipelines.source import column
 
 UNIT = "__unit"
 CELL_HASH = "__cell_hash"
 CELL_RANK = "__cell_rank"
-ROW_CONTENT = "__row_content"  # unsalted digest of a row's hashable columns (trees only)
 ROW_RANK = "__row_rank"  # a row's rank in its cell by keyed hash (trees, Linf > 16)
 VALUE_SLOT = "__value_slot"  # a row's slot in the sort-free value sample (trees)
 
@@ -72,27 +76,6 @@ def encode_value(name: str, encoding: Encoding) -> Column:
     return F.bround(clamped / F.lit(encoding.grid.step), 0).cast(T.LongType())
 
 
-def leaf_column(metric_name: str) -> str:
-    """Name of a tree metric's row-grain leaf column (``encode_leaf``)."""
-    return f"__leaf__{metric_name}"
-
-
-def leaves_column(metric_name: str) -> str:
-    """Name of a tree metric's cell-grain array of kept leaves (at most Linf)."""
-    return f"__leaves__{metric_name}"
-
-
-def encode_leaf(name: str, shape: TreeShape) -> Column:
-    """The leaf of a value: clip(floor((clamp(x) − lower)·leaf_scale), 0, leaves − 1).
-
-    The same double arithmetic as ``TreeShape.leaf_of`` (tested against it), as an int.
-    """
-    value = column(name).cast(T.DoubleType())
-    clamped = F.least(F.greatest(value, F.lit(shape.lower)), F.lit(shape.upper))
-    raw = F.floor((clamped - F.lit(shape.lower)) * F.lit(shape.leaf_scale))
-    return F.least(F.greatest(raw, F.lit(0)), F.lit(shape.leaves - 1)).cast(T.IntegerType())
-
-
 def _hashable(data_type: T.DataType) -> bool:
     """Spark's xxhash64 takes any type but maps (also nested in arrays and structs)."""
     if isinstance(data_type, T.MapType):
@@ -105,25 +88,31 @@ def _hashable(data_type: T.DataType) -> bool:
 
 
 def _tree_columns(rows: DataFrame, plan: ReleasePlan) -> list[Column]:
-    """Per tree metric its leaf, and the row-content digest, when the plan has trees.
+    """Per tree metric one long, ``LeafEntries.row_entry``: the row's leaf and tree under
+    the high bits of its content digest, when the plan has trees.
 
     The digest covers every hashable input column, so rows with equal values but other
-    content rank apart in the cell's keyed sample; it is never written or logged.
+    content rank apart in the cell's keyed sample; it is unsalted, never written or
+    logged, and only ever hashed again with the salt (``_value_order``). One long per
+    tree is all a row carries through the shuffle for its trees.
     """
     if not plan.trees:
         return []
     content = [column(f.name) for f in rows.schema.fields if _hashable(f.dataType)]
-    leaves = [
-        encode_leaf(o.tree.column, o.tree.shape).alias(leaf_column(o.name))
-        for o in plan.trees
+    digest = F.xxhash64(*content)
+    bits = LeafEntries.of(plan)
+    return [
+        bits.row_entry(index, encode_leaf(o.tree.column, o.tree.shape), digest).alias(
+            row_entry_column(o.name)
+        )
+        for index, o in enumerate(plan.trees)
         if o.tree is not None
     ]
-    return [*leaves, F.xxhash64(*content).alias(ROW_CONTENT)]
 
 
 def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
     """Keep only what the release needs: unit, partition keys, one encoded column per metric,
-    and for quantile trees each tree's leaf and the row-content digest.
+    and for quantile trees one entry long per tree (``row_entry_column``).
 
     Expects rows that meet the input contract (no null unit or key, finite values).
     """
@@ -141,23 +130,35 @@ def select_encoded(rows: DataFrame, plan: ReleasePlan) -> DataFrame:
     )
 
 
-VALUE_SLOTS_PER_LINF = 2  # hash slots per kept value, each keeping its min and max row
 MAX_VALUE_SLOTS = 32  # past this (Linf > 16) the exact window sample is used instead
 
 
 def value_slots(linf: int) -> int | None:
-    """Slots of the sort-free value sample: the power of two >= 2·Linf, or None past 32."""
-    slots = 1 << max(0, (VALUE_SLOTS_PER_LINF * linf - 1).bit_length())
+    """Slots of the sort-free value sample, each keeping its smallest and largest row: one
+    for Linf <= 2 (the min and the max are a uniform pair), else the power of two >=
+    2·Linf; None past 32."""
+    if linf <= 2:
+        return 1
+    slots = 1 << (2 * linf - 1).bit_length()
     return slots if slots <= MAX_VALUE_SLOTS else None
 
 
-def _value_hash(plan: ReleasePlan, salt: BoundingSalt) -> Column:
-    """xxhash64(salt, "value", unit, keys, leaves, row content): the value sample's key."""
+def _value_order(plan: ReleasePlan, salt: BoundingSalt) -> Column:
+    """h = xxhash64(salt, "value", unit, keys, row digest): the value sample's keyed hash.
+
+    The row digest is the high bits of the first tree's row entry (the same for every
+    tree: ``LeafEntries.row_entry``)."""
     keys = [column(name) for name in plan.columns.partition_columns]
-    leaves = [F.col(leaf_column(o.name)) for o in plan.trees]
-    return F.xxhash64(
-        F.lit(salt.value), F.lit("value"), F.col(UNIT), *keys, *leaves, F.col(ROW_CONTENT)
+    digest = F.shiftrightunsigned(
+        F.col(row_entry_column(plan.trees[0].name)), LeafEntries.of(plan).low_bits
     )
+    return F.xxhash64(F.lit(salt.value), F.lit("value"), F.col(UNIT), *keys, digest)
+
+
+def _ordered_entries(plan: ReleasePlan, order: Column) -> dict[str, Column]:
+    """Per tree, its row entry under the high bits of the keyed hash ``order``."""
+    bits = LeafEntries.of(plan)
+    return {o.name: bits.ordered(F.col(row_entry_column(o.name)), order) for o in plan.trees}
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ class LeafSample:
 
     rows: DataFrame
     aggregates: list[Column]
-    kept: list[Column]  # per tree: its array of at most Linf kept leaves
+    kept: list[Column]  # per tree: its array of at most Linf kept entries (LeafEntries)
 
 
 def _slot_name(metric_name: str, slot: int, end: str) -> str:
@@ -181,28 +182,23 @@ def _packed_name(metric_name: str) -> str:
 
 def _slotted_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> LeafSample:
     """Per cell, the rows of smallest and largest keyed hash in each of S hash slots, then
-    the Linf smallest of those candidates: at most Linf leaves, by hash aggregates only.
+    the Linf smallest of those candidates: at most Linf entries, by hash aggregates only.
 
-    The hash's low bits pick the slot, its high bits order the rows; each tree's leaf is
-    packed under them, so one ``min`` and one ``max`` per (slot, tree) pick the same rows
-    for every tree. A cell loses none of its n <= Linf rows unless three share a slot
-    (never for Linf <= 2). Rows are exchangeable under the hash, so the kept rows are a
-    uniform sample of the cell's rows.
+    The hash's low bits pick the slot, its high bits order the rows; each tree's entry is
+    packed under them (``LeafEntries.ordered``), so one ``min`` and one ``max`` per (slot,
+    tree) pick the same rows for every tree. A cell loses none of its n <= Linf distinct
+    rows unless three share a slot (never for Linf <= 2). Rows are exchangeable under the
+    hash, so the kept rows are a uniform sample of the cell's rows.
     """
     linf = plan.bounds.max_rows_per_unit_per_partition
     slots = value_slots(linf)
     assert slots is not None
-    slot_bits = slots.bit_length() - 1
-    leaf_bits = max(o.tree.shape.leaves - 1 for o in plan.trees if o.tree is not None).bit_length()
-    hashed = _value_hash(plan, salt)
-    order = F.shiftleft(F.shiftrightunsigned(hashed, slot_bits + leaf_bits), leaf_bits)
-    packed = {
-        o.name: order.bitwiseOR(F.col(leaf_column(o.name)).cast(T.LongType())) for o in plan.trees
-    }
-    # One row per input row: its slot and, per tree, (order bits, leaf) as one long.
+    order = _value_order(plan, salt)
+    packed = _ordered_entries(plan, order)
+    # One row per input row: its slot and, per tree, (order bits, entry) as one long.
     rows = by_unit.select(
         "*",
-        hashed.bitwiseAND(F.lit(slots - 1)).cast(T.IntegerType()).alias(VALUE_SLOT),
+        order.bitwiseAND(F.lit(slots - 1)).cast(T.IntegerType()).alias(VALUE_SLOT),
         *[value.alias(_packed_name(name)) for name, value in packed.items()],
     )
     ends = {"min": F.min, "max": F.max}
@@ -214,42 +210,41 @@ def _slotted_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -
         for slot in range(slots)
         for end in ends
     ]
-    mask = F.lit((1 << leaf_bits) - 1)
+    no_row = F.array(F.lit(None).cast(T.LongType()))
     kept = []
     for o in plan.trees:
         ends_of = [F.col(_slot_name(o.name, slot, end)) for slot in range(slots) for end in ends]
-        # A slot of one row gives it as both ends: distinct rows only.
-        candidates = F.array_distinct(F.filter(F.array(*ends_of), lambda m: m.isNotNull()))
-        smallest = F.slice(F.array_sort(candidates), 1, linf)
-        leaves = F.transform(smallest, lambda m: m.bitwiseAND(mask).cast(T.IntegerType()))
-        kept.append(leaves.alias(leaves_column(o.name)))
+        # Distinct rows only (a slot of one row gives it as both ends), no empty slot.
+        candidates = F.array_except(F.array(*ends_of), no_row)
+        smallest = F.slice(F.sort_array(candidates), 1, linf)
+        kept.append(smallest.alias(leaves_column(o.name)))
     return LeafSample(rows, aggregates, kept)
 
 
 def _ranked_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> LeafSample:
-    """Per cell, the leaves of its Linf rows of smallest keyed hash, exactly (Linf > 16).
+    """Per cell, the entries of its Linf rows of smallest keyed hash, exactly (Linf > 16).
 
     A window partitioned by (unit, keys) over rows already hash-partitioned by unit: a
     sort inside each Spark partition, no shuffle; it spills for a cell of any size. Ties
-    are broken by the leaves (tied rows then give the same leaves).
+    are broken by the first tree's leaf (tied rows then give the same entries).
     """
     keys = [column(name) for name in plan.columns.partition_columns]
-    leaves = [F.col(leaf_column(o.name)) for o in plan.trees]
-    in_cell = Window.partitionBy(UNIT, *keys).orderBy(_value_hash(plan, salt), *leaves)
+    packed = _ordered_entries(plan, _value_order(plan, salt))
+    first = packed[plan.trees[0].name]
+    in_cell = Window.partitionBy(UNIT, *keys).orderBy(first)
     # One row per input row, with its rank in its cell.
     rows = by_unit.withColumn(ROW_RANK, F.row_number().over(in_cell))
     linf = plan.bounds.max_rows_per_unit_per_partition
     aggregates = [
-        F.collect_list(F.when(F.col(ROW_RANK) <= F.lit(linf), F.col(leaf_column(o.name)))).alias(
-            leaves_column(o.name)
-        )
-        for o in plan.trees
+        F.collect_list(F.when(F.col(ROW_RANK) <= F.lit(linf), value)).alias(leaves_column(name))
+        for name, value in packed.items()
     ]
     return LeafSample(rows, aggregates, [F.col(leaves_column(o.name)) for o in plan.trees])
 
 
 def leaf_sample(by_unit: DataFrame, plan: ReleasePlan, salt: BoundingSalt) -> LeafSample:
-    """Each cell's kept leaves per tree: at most Linf, chosen by the keyed value hash.
+    """Each cell's kept leaf entries per tree (``LeafEntries``): at most Linf, chosen by
+    the keyed value hash.
 
     Sort-free slots for Linf <= 16 (``_slotted_sample``), the exact window beyond.
     """

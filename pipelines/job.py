@@ -48,7 +48,7 @@ from pipelines.noising import NoiseSource, SecureNoise, apply_noise, release_sch
 from pipelines.plan import UNITS, ReleasePlan
 from pipelines.policy import governance_statement
 from pipelines.progress import Progress
-from pipelines.quantiles import aggregate_with_leaves, leaf_rows, partition_rows, stage_trees
+from pipelines.quantiles import leaf_counts, stage_trees, tree_cells
 from pipelines.readme import render_readme
 from pipelines.release import (
     MANIFEST,
@@ -100,8 +100,8 @@ def aggregated_frame(
     plan: ReleasePlan, frame: DataFrame, public_keys: DataFrame | None, salt: BoundingSalt
 ) -> tuple[DataFrame, ObservedInput, DataFrame | None]:
     """The lazy graph from input rows to one exact row per candidate partition (no noise),
-    and, with quantile trees, the one aggregate it is read from that also holds the trees'
-    exact leaf counts (``aggregate_with_leaves``: one pass over the kept cells for both).
+    and, with quantile trees, the kept cells it is aggregated from, which the trees' exact
+    leaf counts also read (``tree_cells``; the caller keeps them for the pass).
 
     The input contract's figures are observed on the way: the action that computes this
     frame is the pass that counts them. With public keys, non-public rows are dropped
@@ -113,11 +113,11 @@ def aggregated_frame(
         # Only rows whose key is public (dropped before bounding).
         rows = rows.join(public_keys, on=list(plan.columns.partition_columns), how="left_semi")
     bounded = bound_contributions(select_encoded(clean_rows(rows, plan), plan), plan, salt)
-    counted = aggregate_with_leaves(bounded, plan) if plan.trees else None
-    aggregated = aggregate_partitions(bounded, plan) if counted is None else partition_rows(counted)
+    cells = tree_cells(bounded, plan) if plan.trees else None
+    aggregated = aggregate_partitions(bounded if cells is None else cells, plan)
     if public_keys is not None:
         aggregated = add_public_partitions(aggregated, public_keys, plan)
-    return aggregated, observed, counted
+    return aggregated, observed, cells
 
 
 def public_key_matches(aggregated: DataFrame, listed: int) -> dict[str, object]:
@@ -223,15 +223,15 @@ def _draw_noise(
 
 
 def _draw_trees(
-    run: PreparedRun, index: int, counted: DataFrame, noisy: Path, source: NoiseSource
+    run: PreparedRun, index: int, cells: DataFrame, noisy: Path, source: NoiseSource
 ) -> list[Path]:
     """Table ``index``'s quantile trees for the partitions staged in ``noisy``, from the
-    leaf counts of ``counted`` (``aggregate_with_leaves``), written once to staging; their
+    leaf counts of the kept ``cells`` (``tree_cells``), written once to staging; their
     directory."""
     table = run.start.plans.tables[index]
     trees = run.staging / TREES_DIR / str(index)
-    with run.progress.data_pass(counted.sparkSession):
-        stage_trees(leaf_rows(counted, table.plan), noisy, table.plan, source, trees)
+    with run.progress.data_pass(cells.sparkSession):
+        stage_trees(leaf_counts(cells, table.plan), noisy, table.plan, source, trees)
     run.progress.step("noise", f"quantile trees {table.spec.name or ''}")
     return [trees]
 
@@ -240,18 +240,19 @@ def _stage_table(run: PreparedRun, index: int, frame: DataFrame, source: NoiseSo
     """Table ``index`` staged in its canonical layout under ``staging/<its directory>``."""
     table = run.start.plans.tables[index]
     plan = table.plan
-    aggregated, observed, counted = aggregated_frame(
+    aggregated, observed, cells = aggregated_frame(
         plan, frame, run.public_keys[index], BoundingSalt.fresh()
     )
     keys = T.StructType([aggregated.schema[n] for n in plan.columns.partition_columns])
-    # One exact row per candidate partition (with trees: and per non-empty leaf), kept for
-    # the pass: the trees read their leaf counts from it, not the rows again.
-    kept = (aggregated if counted is None else counted).persist(StorageLevel.MEMORY_AND_DISK)
+    # One exact row per candidate partition, and with trees one per kept cell, kept for
+    # the pass: the trees read their leaf counts from the cells, not the rows again.
+    kept = [f.persist(StorageLevel.MEMORY_AND_DISK) for f in (cells, aggregated) if f is not None]
     try:
         noisy = _draw_noise(run, index, aggregated, observed, source)
-        trees = [] if counted is None else _draw_trees(run, index, counted, noisy, source)
+        trees = [] if cells is None else _draw_trees(run, index, cells, noisy, source)
     finally:
-        kept.unpersist()
+        for f in kept:
+            f.unpersist()
     schema = release_schema(plan, keys)
     # One row per released partition, rewritten in the canonical layout (key order,
     # file count from the released row count): the layout reveals nothing else.

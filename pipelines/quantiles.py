@@ -4,8 +4,9 @@ Invariants (docs/privacy.md §4b):
 - a partition's tree counts only the values its kept cells carry (``bounded_cells``: at
   most Linf per cell, at most L0 cells per unit), so one unit moves each level of a
   partition's node vector by at most Linf;
-- leaf counts are exact integers from the partitions' own hash aggregate
-  (``aggregate_with_leaves``, map-side partial counts, one pass over the kept cells);
+- leaf counts are exact integers from a hash aggregate of the kept cells' entries
+  (``leaf_counts``, map-side partial counts), read from the same kept cells as the
+  partitions' aggregates (``tree_cells``: one pass over the rows for both);
   no partition's values are ever collected, only its non-empty leaves (at most
   ``TreeShape.leaves`` per tree, a public bound);
 - trees are built for the partitions the noisy table released only (read back from the
@@ -19,26 +20,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dp_ops.noise import NoiseDistribution
 from dp_ops.quantile_tree import IntArray, NoisyTree, TreeShape
-from pipelines.aggregation import partition_aggregates, summed_columns
-from pipelines.bounding import leaves_column
+from pipelines.aggregation import summed_columns
+from pipelines.leaf_entries import LeafEntries, leaves_column
 from pipelines.noising import NoiseSource
-from pipelines.plan import UNITS, ReleasePlan
+from pipelines.plan import ReleasePlan
 from pipelines.source import column
 
 TREE = "__tree"  # the tree's index in ``ReleasePlan.trees``
 LEAF = "__leaf"
+ENTRY = "__entry"  # one kept value's packed tree and leaf (``LeafEntries``)
 VALUES = "__values"  # exact count of kept values in one (partition, tree, leaf)
 NODES = "__nodes"  # one partition's (tree, leaf, values) entries
 POOL = 4096  # noise values drawn per call to the source
@@ -104,53 +105,34 @@ def tree_step(plan: ReleasePlan) -> TreeStep:
     return TreeStep(plan.columns.partition_columns, tuple(trees), plan.alpha)
 
 
-def _entry(tree: Column, leaf: Column) -> Column:
-    """One (tree, leaf) entry of a kept cell; both null: the cell's own (marker) entry."""
-    return F.struct(tree.alias(TREE), leaf.cast(T.LongType()).alias(LEAF))
-
-
-def aggregate_with_leaves(cells: DataFrame, plan: ReleasePlan) -> DataFrame:
-    """The partitions' aggregates and the trees' exact leaf counts in one pass of the cells.
-
-    One row per partition with ``TREE`` and ``LEAF`` null: exactly the row of
-    ``aggregate_partitions``; and one row per (partition, tree, non-empty leaf) whose
-    ``UNITS`` column is the exact count of kept values in that leaf (sums null). Expects the
-    kept cells of ``bound_contributions`` (each tree's leaves column holds at most Linf
-    leaves per cell). One shuffle, with map-side partial sums and counts.
+def tree_cells(cells: DataFrame, plan: ReleasePlan) -> DataFrame:
+    """The kept cells narrowed to what the release reads from them: partition keys, the
+    summed contributions (``aggregate_partitions``) and each tree's kept entries
+    (``leaf_counts``). The job keeps this frame for its pass, so the two aggregates are
+    computed from one pass over the rows.
     """
     keys = [column(name) for name in plan.columns.partition_columns]
-    marker = _entry(F.lit(None).cast(T.IntegerType()), F.lit(None))
-    per_tree = [
-        F.transform(F.col(leaves_column(output.name)), partial(_entry, F.lit(index)))
-        for index, output in enumerate(plan.trees)
-    ]
-    entries = F.concat(F.array(marker), *per_tree)
-    sums = summed_columns(plan)
-    # One row per (kept cell, entry): the marker entry carries the cell's contributions,
-    # each kept value's entry its tree and leaf only.
-    exploded = cells.select(*keys, *sums, F.inline(entries))
-    flat = exploded.select(
-        *keys, TREE, LEAF, *[F.when(F.col(TREE).isNull(), F.col(name)).alias(name) for name in sums]
-    )
-    # One row per partition and per (partition, tree, leaf): exact, partial sums map-side.
-    return flat.groupBy(*keys, TREE, LEAF).agg(*partition_aggregates(plan))
-
-
-def partition_rows(combined: DataFrame) -> DataFrame:
-    """One row per partition of ``aggregate_with_leaves``: ``aggregate_partitions``' row."""
-    return combined.filter(F.col(TREE).isNull()).drop(TREE, LEAF)
-
-
-def leaf_rows(combined: DataFrame, plan: ReleasePlan) -> DataFrame:
-    """One row per (partition, tree, non-empty leaf) of ``aggregate_with_leaves``."""
-    keys = [column(name) for name in plan.columns.partition_columns]
-    leaves = combined.filter(F.col(TREE).isNotNull())
-    return leaves.select(*keys, TREE, LEAF, F.col(UNITS).alias(VALUES))
+    entries = [F.col(leaves_column(o.name)) for o in plan.trees]
+    # One row per kept (unit, partition) cell, without the unit.
+    return cells.select(*keys, *summed_columns(plan), *entries)
 
 
 def leaf_counts(cells: DataFrame, plan: ReleasePlan) -> DataFrame:
-    """One row per (partition, tree, non-empty leaf): the exact count of kept values."""
-    return leaf_rows(aggregate_with_leaves(cells, plan), plan)
+    """One row per (partition, tree, non-empty leaf): the exact count of kept values.
+
+    Expects kept cells (``bound_contributions``, or ``tree_cells`` of them): each tree's
+    leaves column holds at most Linf ``LeafEntries`` per cell. One shuffle, with map-side
+    partial counts; a count is never more than the cells' entries of that leaf.
+    """
+    keys = [column(name) for name in plan.columns.partition_columns]
+    bits = LeafEntries.of(plan)
+    entries = F.concat(*[F.col(leaves_column(o.name)) for o in plan.trees])
+    # One row per kept value: its partition and its packed (tree, leaf).
+    values = cells.select(*keys, F.explode(entries).alias(ENTRY))
+    tree = bits.tree(F.col(ENTRY)).alias(TREE)
+    leaf = bits.leaf(F.col(ENTRY)).cast(T.LongType()).alias(LEAF)
+    # One row per (partition, tree, non-empty leaf): exact counts, partial counts map-side.
+    return values.groupBy(*keys, tree, leaf).agg(F.count(F.lit(1)).alias(VALUES))
 
 
 def tree_inputs(counts: DataFrame, released_keys: DataFrame, plan: ReleasePlan) -> DataFrame:
@@ -228,7 +210,7 @@ def stage_trees(
     counts: DataFrame, noisy: Path, plan: ReleasePlan, source: NoiseSource, out: Path
 ) -> None:
     """Write the trees of the partitions staged in ``noisy`` to ``out`` (staging only);
-    ``counts``: the exact leaf counts (``leaf_rows``)."""
+    ``counts``: the exact leaf counts (``leaf_counts``)."""
     spark = counts.sparkSession
     keys = list(plan.columns.partition_columns)
     # One row per released partition: its keys, read back from the staged noisy table.

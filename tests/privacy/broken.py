@@ -27,15 +27,9 @@ from dp_ops.calibration import ContributionBounds
 from dp_ops.noise import DiscreteGaussian, DiscreteLaplace, NoiseDistribution
 from dp_ops.quantile_tree import tree_sensitivity
 from dp_ops.samplers import sample_bernoulli
-from pipelines.bounding import (
-    BoundingSalt,
-    LeafSample,
-    bound_contributions,
-    leaf_column,
-    leaves_column,
-    select_encoded,
-)
+from pipelines.bounding import BoundingSalt, LeafSample, bound_contributions, select_encoded
 from pipelines.contracts import ObservedInput, Verdict
+from pipelines.leaf_entries import leaves_column, row_entry_column
 from pipelines.noising import apply_noise
 from pipelines.plan import ROWS, UNITS, ReleasePlan
 
@@ -83,7 +77,8 @@ def leaf_sample_ignoring_linf(
 ) -> LeafSample:
     names = [leaves_column(o.name) for o in plan.trees]
     everything = [
-        F.collect_list(leaf_column(o.name)).alias(n) for o, n in zip(plan.trees, names, strict=True)
+        F.collect_list(row_entry_column(o.name)).alias(n)
+        for o, n in zip(plan.trees, names, strict=True)
     ]
     return LeafSample(by_unit, everything, [F.col(n) for n in names])
 

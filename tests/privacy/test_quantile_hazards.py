@@ -26,10 +26,11 @@ import pytest
 from pyspark.sql import SparkSession
 
 from dp_ops.noise import DiscreteLaplace
-from pipelines.bounding import UNIT, BoundingSalt, bound_contributions, leaves_column
+from pipelines.bounding import UNIT, BoundingSalt, bound_contributions
 from pipelines.bounding import select_encoded as real_select_encoded
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
+from pipelines.leaf_entries import kept_leaves
 from pipelines.plan import build_plan
 from pipelines.quantiles import LEAF, VALUES, leaf_counts
 from pipelines.release import read_manifest
@@ -87,8 +88,9 @@ def exact_trees(
     encoded = select(spark.read.parquet(raw["input"]["path"]), plan)
     cells = bound_contributions(encoded, plan, salt)
     counts = {(r["key"], r[LEAF]): r[VALUES] for r in leaf_counts(cells, plan).collect()}
-    leaves = leaves_column(str(QUANTILE_METRIC["name"]))
-    kept = {(r[UNIT], r["key"]): sorted(r[leaves]) for r in cells.collect()}
+    name = str(QUANTILE_METRIC["name"])
+    decoded = cells.select(UNIT, "key", kept_leaves(plan, name).alias(name))
+    kept = {(r[UNIT], r["key"]): sorted(r[name]) for r in decoded.collect()}
     return counts, kept
 
 

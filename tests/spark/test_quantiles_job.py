@@ -14,16 +14,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dp_ops.quantile_tree import TreeShape
-from pipelines.bounding import (
-    BoundingSalt,
-    bound_contributions,
-    encode_leaf,
-    leaves_column,
-    select_encoded,
-    value_slots,
-)
+from pipelines.bounding import BoundingSalt, bound_contributions, select_encoded, value_slots
 from pipelines.config import config_from_mapping
 from pipelines.job import run_release
+from pipelines.leaf_entries import encode_leaf, kept_leaves, leaves_column
 from pipelines.plan import ReleasePlan, build_plan
 from pipelines.release import read_manifest
 from pipelines.verification import verify_release
@@ -79,7 +73,12 @@ def _cells(
     data = write_rows(tmp_path / "in" / f"rows{len(rows)}.parquet", rows, ROWS)
     plan = build_plan(config_from_mapping(_job(tmp_path, data, linf=linf)))
     frame = spark.read.parquet(str(data))
-    return plan, bound_contributions(select_encoded(frame, plan), plan, salt)
+    return plan, _decoded(plan, bound_contributions(select_encoded(frame, plan), plan, salt))
+
+
+def _decoded(plan: ReleasePlan, cells: DataFrame) -> DataFrame:
+    """The kept cells with tree ``v``'s entries decoded to leaves (same column name)."""
+    return cells.withColumn(leaves_column("v"), kept_leaves(plan, "v"))
 
 
 def test_a_cell_keeps_at_most_linf_leaves_whatever_the_layout(
@@ -97,7 +96,9 @@ def test_a_cell_keeps_at_most_linf_leaves_whatever_the_layout(
         TreeShape(0.0, 100.0).leaf_of(np.array([50.0]))[0]
     ]
     shuffled = spark.read.parquet(str(tmp_path / "in" / "rows31.parquet")).orderBy(F.rand())
-    again = bound_contributions(select_encoded(shuffled.repartition(7), plan), plan, salt)
+    again = _decoded(
+        plan, bound_contributions(select_encoded(shuffled.repartition(7), plan), plan, salt)
+    )
     assert {r["__unit"]: sorted(r[column]) for r in again.collect()} == kept
 
 
@@ -120,14 +121,15 @@ def test_the_cell_sample_is_uniform_over_rows_not_over_values(
 
 
 def test_slots_grow_with_linf_and_give_way_to_the_exact_window_past_sixteen() -> None:
-    """2·Linf slots rounded up to a power of two, at most 32; past that, no slots."""
-    assert [value_slots(linf) for linf in (1, 2, 3, 16, 17)] == [2, 4, 8, 32, None]
+    """One slot up to Linf 2 (its min and max), then 2·Linf slots rounded up to a power of
+    two, at most 32; past that, no slots."""
+    assert [value_slots(linf) for linf in (1, 2, 3, 4, 16, 17)] == [1, 1, 8, 8, 32, None]
 
 
 def test_a_slotted_cell_of_at_most_linf_rows_loses_one_only_when_three_share_a_slot(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    """Each slot keeps its smallest and largest row. Linf = 2 (4 slots): 300 cells of 2
+    """Each slot keeps its smallest and largest row. Linf = 2 (one slot): 300 cells of 2
     rows all keep both. Linf = 3 (8 slots): of 1,000 cells of 3 rows, those whose three
     rows share one slot (probability 1/64: mean 15.6) keep 2, the rest all 3; never more
     than Linf. Bounds [3, 35] fail falsely with probability < 1e-4; a slot keeping only
@@ -163,7 +165,9 @@ def test_past_sixteen_values_a_cell_keeps_exactly_linf_by_the_window(
     assert len(kept["u1"]) == 20 and len(set(kept["u1"])) == 20
     assert kept["u2"] == shape.leaf_of(np.array([60.0, 61.0, 62.0, 63.0, 64.0])).tolist()
     shuffled = spark.read.parquet(str(tmp_path / "in" / "rows35.parquet")).orderBy(F.rand())
-    again = bound_contributions(select_encoded(shuffled.repartition(5), plan), plan, salt)
+    again = _decoded(
+        plan, bound_contributions(select_encoded(shuffled.repartition(5), plan), plan, salt)
+    )
     assert {r["__unit"]: sorted(r[leaves_column("v")]) for r in again.collect()} == kept
 
 
