@@ -11,7 +11,7 @@ that unit's own rows only, and the sample of a function of them and the per-run 
 No sort of row-grain data: rows are shuffled once, by unit, and reduced to cells by a hash
 aggregate; the L0 sample ranks cells (cell grain) within each unit's Spark partition.
 With a quantile tree, each cell also keeps the leaves of at most Linf of its rows, by a
-keyed hash of (salt, unit, key, leaf, row content) (``leaf_sample``, docs/privacy.md §2
+keyed hash of (salt, unit, key, row digest) (``leaf_sample``, docs/privacy.md §2
 step 4, §4b): by hash aggregates alone for Linf <= 16, by a window (rows sorted inside
 each unit's Spark partition, no extra shuffle) beyond.
 The per-cell rules and their exact arithmetic live in ``pipelines.cell_rules``.

@@ -6,7 +6,8 @@ of at most Linf such longs per tree (``leaves_column``), and the leaf counts dec
 after one explode (``LeafEntries``). The layout, low bits first: the leaf, the tree's
 index, then order bits (a digest or the value sample's keyed hash) that only rank rows
 and are never decoded. Invariant: ``LeafEntries.tree`` and ``LeafEntries.leaf`` give back
-exactly the tree and leaf an entry was made from, whatever its order bits.
+exactly the tree and leaf an entry was made from, whatever its order bits (docs/privacy.md
+§2 step 4, §4b).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ def leaves_column(metric_name: str) -> str:
 @dataclass(frozen=True)
 class LeafEntries:
     """How a kept value travels from its cell to the leaf counts: one long per value,
-    ``(order << (tree_bits + leaf_bits)) | (tree << leaf_bits) | leaf``.
+    ``(order & ~low) | (tree << leaf_bits) | leaf`` with ``low`` the ``low_bits`` mask.
 
     The low bits name the tree (its index in ``ReleasePlan.trees``) and the leaf; the
-    order bits, when present, are the value sample's keyed hash and are never decoded.
+    bits above them, when present, are an order long's own (the row digest before the
+    shuffle, the value sample's keyed hash after it) and are never decoded.
     Plain longs keep every step from the cell to the explode in Spark's generated code
     (sort, slice, concat, explode), with no per-element lambda.
     """
