@@ -88,8 +88,8 @@ def _hashable(data_type: T.DataType) -> bool:
 
 
 def _tree_columns(rows: DataFrame, plan: ReleasePlan) -> list[Column]:
-    """Per tree metric one long, ``LeafEntries.row_entry``: the row's leaf and tree under
-    the high bits of its content digest, when the plan has trees.
+    """Per tree metric one long, the row's tree and leaf under the high bits of its content
+    digest (``LeafEntries.ordered``), when the plan has trees.
 
     The digest covers every hashable input column, so rows with equal values but other
     content rank apart in the cell's keyed sample; it is unsalted, never written or
@@ -102,7 +102,7 @@ def _tree_columns(rows: DataFrame, plan: ReleasePlan) -> list[Column]:
     digest = F.xxhash64(*content)
     bits = LeafEntries.of(plan)
     return [
-        bits.row_entry(index, encode_leaf(o.tree.column, o.tree.shape), digest).alias(
+        bits.ordered(bits.entry(index, encode_leaf(o.tree.column, o.tree.shape)), digest).alias(
             row_entry_column(o.name)
         )
         for index, o in enumerate(plan.trees)
@@ -147,7 +147,7 @@ def _value_order(plan: ReleasePlan, salt: BoundingSalt) -> Column:
     """h = xxhash64(salt, "value", unit, keys, row digest): the value sample's keyed hash.
 
     The row digest is the high bits of the first tree's row entry (the same for every
-    tree: ``LeafEntries.row_entry``)."""
+    tree: ``_tree_columns``)."""
     keys = [column(name) for name in plan.columns.partition_columns]
     digest = F.shiftrightunsigned(
         F.col(row_entry_column(plan.trees[0].name)), LeafEntries.of(plan).low_bits

@@ -64,10 +64,6 @@ class LeafEntries:
         """A tree's entry for a leaf (int column), without order bits."""
         return F.lit(tree << self.leaf_bits).cast(T.LongType()).bitwiseOR(leaf.cast(T.LongType()))
 
-    def row_entry(self, tree: int, leaf: Column, digest: Column) -> Column:
-        """A row's unsalted entry: the digest's high bits over the tree's entry."""
-        return self.ordered(self.entry(tree, leaf), digest)
-
     def ordered(self, entry: Column, order: Column) -> Column:
         """``entry``'s tree and leaf under the high bits of ``order`` (a long)."""
         low = (1 << self.low_bits) - 1
